@@ -1,0 +1,38 @@
+# Quick start: `make demo` (the main job) and `make test` (the whole test suite).
+# Both create ./.venv and install what they need into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install -q -c constraints.txt
+
+.PHONY: demo test test-quick lint bench clean
+
+$(BIN)/specgraph: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.test-deps: $(BIN)/specgraph requirements-test.txt
+	$(PIP) -r requirements-test.txt
+	touch $@
+
+demo: $(BIN)/specgraph
+	$(BIN)/python examples/quickstart.py
+
+test: $(VENV)/.test-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+test-quick: $(VENV)/.test-deps
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check .
+
+bench: $(BIN)/specgraph
+	$(BIN)/python benchmarks/bench_plan.py
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .hypothesis

@@ -1,0 +1,70 @@
+"""Backend registry: plugins are found through the ``specgraph.backends`` entry-point group.
+
+A backend entry point names an object (usually a module) with
+``compile(plan: Plan, **options) -> model``. Third parties register their own the
+same way, in their package's ``pyproject.toml``::
+
+    [project.entry-points."specgraph.backends"]
+    mybackend = "my_package.backend"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from ._errors import BackendError
+from ._plan import Plan
+from ._schema import Spec
+
+__all__ = ["ENTRY_POINT_GROUP", "available_backends", "compile", "get_backend"]
+
+ENTRY_POINT_GROUP = "specgraph.backends"
+# Install hints for the first-party backends.
+_PACKAGES = {"torch": "specgraph-torch", "tensorflow": "specgraph-tensorflow"}
+
+
+def available_backends() -> dict[str, EntryPoint]:
+    """Installed backends by name."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def get_backend(name: str) -> Any:
+    """Load the backend plugin ``name``; ``BackendError`` says what to install when it is missing."""
+    found = available_backends()
+    if name not in found:
+        package = _PACKAGES.get(name)
+        hint = (f"install it with `pip install {package}` (from this repository: `pip install ./backends/{name}`)"
+                if package else f"no installed package provides entry point {name!r} in group {ENTRY_POINT_GROUP!r}")
+        raise BackendError(f"backend {name!r} is not installed; {hint}. Installed: {', '.join(found) or 'none'}")
+    try:
+        backend = found[name].load()
+    except ImportError as exc:
+        raise BackendError(f"backend {name!r} failed to import: {exc}") from exc
+    if not callable(getattr(backend, "compile", None)):
+        raise BackendError(f"backend {name!r} ({found[name].value}) has no compile(plan, **options)")
+    return backend
+
+
+def compile(  # noqa: A001 - the public verb, like torch.compile
+    plan_or_spec: Plan | Spec | str,
+    backend: str = "torch",
+    *,
+    variant: str | None = None,
+    input_size: int | Sequence[int] | str = (640, 640),
+    min_level: int | None = None,
+    max_level: int | None = None,
+    **options: Any,
+) -> Any:
+    """Lower a plan (or a spec / spec name, planned first) through ``backend``."""
+    from ._loader import load
+    from ._planner import plan
+
+    if isinstance(plan_or_spec, str):
+        plan_or_spec = load(plan_or_spec)
+    if isinstance(plan_or_spec, Spec):
+        plan_or_spec = plan(plan_or_spec, variant, input_size, min_level, max_level)
+    elif not isinstance(plan_or_spec, Plan):
+        raise BackendError(f"compile() takes a Plan, a Spec or a spec name, got {type(plan_or_spec).__name__}")
+    return get_backend(backend).compile(plan_or_spec, **options)

@@ -1,0 +1,77 @@
+"""The exception hierarchy: every failure specgraph reports is a ``SpecgraphError``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "BackendError",
+    "GraphError",
+    "PlanError",
+    "Problem",
+    "SpecSyntaxError",
+    "SpecValidationError",
+    "SpecgraphError",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem: ``file:line: path: message``."""
+
+    message: str
+    path: str = ""
+    file: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        elif self.line:
+            where = f"line {self.line}: "
+        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+
+
+class SpecgraphError(Exception):
+    """Base class of every error specgraph raises on bad input.
+
+    ``problems`` holds every located problem found (validation reports them all at
+    once); the message lists them one per line.
+    """
+
+    def __init__(self, problems: list[Problem] | Problem | str) -> None:
+        if isinstance(problems, str):
+            problems = [Problem(problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    @property
+    def path(self) -> str:
+        return self.problems[0].path if self.problems else ""
+
+    @property
+    def line(self) -> int | None:
+        return self.problems[0].line if self.problems else None
+
+
+class SpecSyntaxError(SpecgraphError):
+    """The file is not valid TOML/YAML, or not a mapping at the top."""
+
+
+class SpecValidationError(SpecgraphError):
+    """A field is missing, unknown, of the wrong type or out of bounds."""
+
+
+class GraphError(SpecgraphError):
+    """The blocks do not form a valid network: unknown references, cycles, duplicate outputs..."""
+
+
+class PlanError(SpecgraphError):
+    """A plan cannot be made for the requested variant, input size or levels."""
+
+
+class BackendError(SpecgraphError):
+    """A backend is missing, or refuses a plan or an option."""

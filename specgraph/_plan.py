@@ -1,0 +1,227 @@
+"""The plan: an immutable, framework-free description of one concrete network.
+
+It is the only thing backends read. Every size, channel count and resampling step
+is worked out here, so a backend only translates ops.
+
+Op semantics (what every backend must implement):
+
+- ``Conv``: a 2-D convolution without bias (unless ``bias``), TensorFlow ``SAME``
+  padding (for stride 2: ``max((ceil(n/s)-1)*s + k - n, 0)`` in total, the smaller
+  half before), ``groups == in_channels == out_channels`` for depthwise; then batch
+  norm if ``norm``, then the plan's activation if ``activation``.
+- ``MaxPool``: max-pool with ``SAME`` padding (pads with -inf).
+- ``Upsample``: repeat every pixel ``factor x factor`` times, then crop to ``size``
+  (``out[i] = in[i // factor]``), which is Model Garden's nearest upsampling.
+- Block ``Unit``s are described in ``docs/plan-ir.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Literal
+
+__all__ = ["Conv", "Edge", "MaxPool", "Node", "Op", "Plan", "Unit", "Upsample"]
+
+Size = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Conv:
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    size: Size  # output (H, W)
+    groups: int = 1
+    norm: bool = True
+    activation: bool = True
+    bias: bool = False
+    op: Literal["conv"] = "conv"
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.in_channels == self.out_channels
+
+    def describe(self) -> str:
+        kind = "dwconv" if self.depthwise else "conv"
+        stride = f"/s{self.stride}" if self.stride > 1 else ""
+        return f"{kind} {self.kernel}x{self.kernel}{stride} {self.in_channels}->{self.out_channels}"
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    kernel: int
+    stride: int
+    channels: int
+    size: Size
+    op: Literal["maxpool"] = "maxpool"
+
+    def describe(self) -> str:
+        return f"maxpool {self.kernel}x{self.kernel}/s{self.stride}"
+
+
+@dataclass(frozen=True)
+class Upsample:
+    factor: int
+    channels: int
+    size: Size
+    mode: Literal["nearest"] = "nearest"
+    op: Literal["upsample"] = "upsample"
+
+    def describe(self) -> str:
+        return f"up x{self.factor} {self.mode}"
+
+
+Op = Conv | MaxPool | Upsample
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A parent feeding a node: ``ops`` bring it to the node's level and channels.
+
+    ``kind`` is ``"input"`` for a listed parent, ``"merge"`` for one added by the
+    merge-unused rule (no ops), ``"chain"`` for the stem and endpoint wiring.
+    """
+
+    source: str
+    target: str
+    kind: Literal["input", "merge", "chain"]
+    ops: tuple[Op, ...] = ()
+    source_level: int = 0
+    target_level: int = 0
+
+    def describe(self) -> str:
+        if not self.ops:
+            return "direct (merge)" if self.kind == "merge" else "="
+        return ", ".join(op.describe() for op in self.ops)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One block of a block group (``block_repeats`` units per group).
+
+    - ``bottleneck``: 1x1 ``in->filters``, 3x3/``stride`` ``filters->filters``, 1x1
+      ``filters->4*filters`` (no act), + shortcut (1x1/``stride`` + norm if
+      ``projection``), act.
+    - ``residual``: 3x3/``stride`` ``in->filters``, 3x3 ``filters->filters`` (no act),
+      + shortcut, act.
+    - ``mbconv``: 1x1 expand ``in->expand_channels`` (only if ``expand``), depthwise
+      3x3/``stride``, squeeze-excitation to ``se_channels`` (if > 0, hard-sigmoid
+      gate), 1x1 project ``->out`` (no act), + input if ``residual``.
+    """
+
+    type: Literal["residual", "bottleneck", "mbconv"]
+    in_channels: int
+    filters: int
+    out_channels: int
+    stride: int
+    in_size: Size
+    size: Size
+    projection: bool = False
+    expand: bool = False
+    expand_channels: int = 0
+    se_channels: int = 0
+    residual: bool = True
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node of the planned network, in build order.
+
+    ``kind``: ``stem`` (``ops`` on the image), ``stem_block`` / ``block`` (fuse
+    ``inputs``, then ``units``), ``endpoint`` (``ops`` on its one input).
+    """
+
+    name: str
+    kind: Literal["stem", "stem_block", "block", "endpoint"]
+    level: int
+    size: Size
+    channels: int
+    inputs: tuple[Edge, ...] = ()
+    ops: tuple[Op, ...] = ()
+    block_type: str | None = None
+    units: tuple[Unit, ...] = ()
+    fusion: Literal["sum", "weighted"] | None = None
+    fusion_activation: bool = False
+    drop_fraction: float | None = None  # stochastic depth rate = drop_rate * drop_fraction
+    output_level: int | None = None
+    spec_path: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One variant of a spec at one input size, with endpoints ``min_level..max_level``."""
+
+    spec_name: str
+    variant: str
+    input_size: Size
+    input_channels: int
+    min_level: int
+    max_level: int
+    activation: str
+    norm_momentum: float
+    norm_epsilon: float
+    endpoints_num_filters: int
+    nodes: tuple[Node, ...]
+    endpoints: tuple[tuple[str, str], ...]  # (level key "3", endpoint node name)
+    pruned: tuple[str, ...] = field(default=())
+
+    @cached_property
+    def _index(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+    def node(self, name: str) -> Node:
+        return self._index[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    @property
+    def edges(self) -> tuple[Edge, ...]:
+        return tuple(e for n in self.nodes for e in n.inputs)
+
+    @property
+    def endpoint_map(self) -> dict[str, str]:
+        return dict(self.endpoints)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["hash"] = self.hash
+        return data
+
+    @cached_property
+    def hash(self) -> str:
+        """A stable content hash (sha256 of the canonical JSON of the plan)."""
+        text = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def table(self) -> str:
+        """A readable table: node, level, size, channels, parents and their resample ops."""
+        rows = [("node", "kind", "level", "size", "channels", "parents / ops")]
+        for n in self.nodes:
+            size = f"{n.size[0]}x{n.size[1]}"
+            parents = "; ".join(f"{e.source} [{e.describe()}]" for e in n.inputs)
+            if n.ops:
+                own = ", ".join(op.describe() for op in n.ops)
+                parents = f"{parents}; {own}" if parents else own
+            if n.units:
+                u = n.units[0]
+                parents += f" -> {n.block_type} x{len(n.units)} (filters {u.filters})"
+            kind = n.kind + (f" (out {n.output_level})" if n.output_level is not None else "")
+            rows.append((n.name, kind, str(n.level), size, str(n.channels), parents))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=False)) + "  " + r[5] for r in rows]
+        head = (f"{self.spec_name} variant {self.variant} @ {self.input_size[0]}x{self.input_size[1]}, "
+                f"levels {self.min_level}..{self.max_level}, hash {self.hash[:12]}")
+        tail = f"pruned (feed no endpoint): {', '.join(self.pruned)}" if self.pruned else ""
+        return "\n".join([head, *lines] + ([tail] if tail else []))
+
+    def _repr_svg_(self) -> str | None:  # Jupyter
+        try:
+            from ._render import render_svg
+        except ImportError:
+            return None
+        return render_svg(self)

@@ -1,0 +1,217 @@
+"""The scale planner: spec + variant + input size -> ``Plan``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import networkx as nx
+
+from ._errors import PlanError
+from ._graph import ENDPOINT_PREFIX, SpecGraph, build_graph, expansion
+from ._plan import Conv, Edge, MaxPool, Node, Op, Plan, Size, Unit, Upsample
+from ._schema import MAX_LEVEL, Spec, Variant
+
+__all__ = ["make_divisible", "plan"]
+
+MAX_INPUT = 1 << 16
+
+
+def make_divisible(value: float, divisor: int = 1) -> int:
+    """Model Garden's channel rounding (never more than 10% down)."""
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if new < 0.9 * value:
+        new += divisor
+    return int(new)
+
+
+def _size_at(input_size: Size, level: int) -> Size:
+    return (math.ceil(input_size[0] / 2**level), math.ceil(input_size[1] / 2**level))
+
+
+def _parse_size(input_size: int | Sequence[int] | str) -> Size:
+    if isinstance(input_size, str):
+        parts = input_size.lower().replace("\u00d7", "x").split("x")
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise PlanError(f"input size {input_size!r}: write it as HxW, e.g. 640x640") from None
+    elif isinstance(input_size, int):
+        values = [input_size, input_size]
+    else:
+        values = list(input_size)
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise PlanError(f"input size {input_size!r}: give (H, W) as two integers")
+    if not all(1 <= v <= MAX_INPUT for v in values):
+        raise PlanError(f"input size {input_size!r}: H and W must be between 1 and {MAX_INPUT}")
+    return (values[0], values[1])
+
+
+def plan(
+    spec: Spec,
+    variant: str | None = None,
+    input_size: int | Sequence[int] | str = (640, 640),
+    min_level: int | None = None,
+    max_level: int | None = None,
+    input_channels: int = 3,
+) -> Plan:
+    """Plan ``spec``'s ``variant`` for images of ``input_size`` (H, W), with endpoints
+    ``min_level..max_level`` (the spec's defaults when None)."""
+    if not isinstance(spec, Spec):
+        raise PlanError(f"plan() takes a Spec (see specgraph.load), got {type(spec).__name__}")
+    graph = build_graph(spec)
+    name, var = spec.variant(variant)
+    size = _parse_size(input_size)
+    lo = spec.endpoints.min_level if min_level is None else min_level
+    hi = spec.endpoints.max_level if max_level is None else max_level
+    if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi <= MAX_LEVEL):
+        raise PlanError(f"endpoint levels {lo}..{hi}: need 0 <= min_level <= max_level <= {MAX_LEVEL}")
+    if not (1 <= input_channels <= 64):
+        raise PlanError(f"input_channels {input_channels}: must be between 1 and 64")
+    return _Planner(graph, name, var, size, lo, hi, input_channels).run()
+
+
+class _Planner:
+    def __init__(self, graph: SpecGraph, name: str, variant: Variant, size: Size, lo: int, hi: int,
+                 input_channels: int) -> None:
+        self.graph, self.spec, self.name, self.variant = graph, graph.spec, name, variant
+        self.size, self.lo, self.hi, self.input_channels = size, lo, hi, input_channels
+        self.nodes: dict[str, Node] = {}
+
+    def filters(self, level: int) -> int:
+        return int(self.spec.filters[level] * self.variant.filter_size_scale)
+
+    def run(self) -> Plan:
+        spec, dag = self.spec, self.graph.dag
+        outputs = {dag.nodes[n]["level"]: n for n in self.graph.order if dag.nodes[n]["output"]}
+        missing = [lvl for lvl in range(self.lo, self.hi + 1) if lvl not in outputs]
+        if missing:
+            have = ", ".join(str(lvl) for lvl in sorted(outputs)) or "none"
+            raise PlanError(f"endpoints: levels {self.lo}..{self.hi} requested, but no output block at level "
+                            f"{', '.join(map(str, missing))} (output levels: {have})")
+        self._stem()
+        body = [n for n in self.graph.order if dag.nodes[n]["kind"] == "block"]
+        for name in self.graph.order:
+            attrs = dag.nodes[name]
+            if attrs["kind"] == "stem":
+                self._stem_block(name, attrs)
+            else:
+                self._block(name, attrs, len(body))
+        for level in range(self.lo, self.hi + 1):
+            self._endpoint(level, outputs[level])
+        live = self._live()
+        nodes = tuple(n for n in self.nodes.values() if n.name in live)
+        pruned = tuple(n for n in self.nodes if n not in live)
+        return Plan(
+            spec_name=spec.name, variant=self.name, input_size=self.size, input_channels=self.input_channels,
+            min_level=self.lo, max_level=self.hi, activation=spec.activation,
+            norm_momentum=spec.norm.momentum, norm_epsilon=spec.norm.epsilon,
+            endpoints_num_filters=self.variant.endpoints_num_filters, nodes=nodes,
+            endpoints=tuple((str(lvl), f"{ENDPOINT_PREFIX}{lvl}") for lvl in range(self.lo, self.hi + 1)),
+            pruned=pruned,
+        )
+
+    def _live(self) -> set[str]:
+        dag = nx.DiGraph()
+        for node in self.nodes.values():
+            dag.add_node(node.name)
+            dag.add_edges_from((e.source, node.name) for e in node.inputs)
+        live: set[str] = set()
+        for level in range(self.lo, self.hi + 1):
+            name = f"{ENDPOINT_PREFIX}{level}"
+            live |= nx.ancestors(dag, name) | {name}
+        return live
+
+    def _stem(self) -> None:
+        stem = self.spec.stem
+        channels = int(stem.conv.filters * self.variant.filter_size_scale) if stem.conv.scale_filters \
+            else stem.conv.filters
+        level = 1 if stem.conv.stride == 2 else 0
+        ops: list[Op] = [Conv(self.input_channels, channels, stem.conv.kernel, stem.conv.stride,
+                              _size_at(self.size, level))]
+        if stem.pool is not None:
+            level += stem.pool.stride == 2
+            ops.append(MaxPool(stem.pool.kernel, stem.pool.stride, channels, _size_at(self.size, level)))
+        self.nodes["stem"] = Node("stem", "stem", level, _size_at(self.size, level), channels, ops=tuple(ops),
+                                  spec_path="stem")
+
+    def _units(self, block_type: str, in_channels: int, level: int, in_level: int) -> tuple[Unit, ...]:
+        filters = self.filters(level)
+        out = filters * expansion(block_type)
+        size, in_size = _size_at(self.size, level), _size_at(self.size, in_level)
+        stride = 2 ** (level - in_level)
+        units = []
+        for _ in range(self.variant.block_repeats):
+            if block_type == "mbconv":
+                ratio, se = self.variant.expand_ratio, self.variant.se_ratio
+                expand = ratio > 1
+                expand_channels = make_divisible(in_channels * ratio) if expand else in_channels
+                se_channels = max(1, int(in_channels * se)) if se > 0 else 0
+                unit = Unit("mbconv", in_channels, filters, out, stride, in_size, size, expand=expand,
+                            expand_channels=expand_channels, se_channels=se_channels,
+                            residual=in_channels == out and stride == 1)
+            else:
+                unit = Unit(block_type, in_channels, filters, out, stride, in_size, size,  # type: ignore[arg-type]
+                            projection=not (in_channels == out and stride == 1),
+                            residual=True)
+            units.append(unit)
+            in_channels, in_size, stride = out, size, 1
+        return tuple(units)
+
+    def _stem_block(self, name: str, attrs: dict) -> None:
+        previous = list(self.nodes.values())[-1]
+        level = attrs["level"]
+        units = self._units(attrs["type"], previous.channels, level, previous.level)
+        edge = Edge(previous.name, name, "chain", (), previous.level, level)
+        self.nodes[name] = Node(name, "stem_block", level, units[-1].size, units[-1].out_channels, (edge,),
+                                block_type=attrs["type"], units=units, spec_path=attrs["path"])
+
+    def _block(self, name: str, attrs: dict, body_count: int) -> None:
+        dag, spec = self.graph.dag, self.spec
+        level, block_type = attrs["level"], attrs["type"]
+        channels = self.filters(level) * expansion(block_type)
+        edges = []
+        for source, _, data in sorted(dag.in_edges(name, data=True), key=lambda e: e[2]["slot"]):
+            parent = self.nodes[source]
+            ops = self._resample(parent, level, channels) if data["kind"] == "input" else ()
+            edges.append(Edge(source, name, data["kind"], ops, parent.level, level))
+        units = self._units(block_type, channels, level, level)
+        self.nodes[name] = Node(
+            name, "block", level, _size_at(self.size, level), channels, tuple(edges),
+            block_type=block_type, units=units, fusion=spec.fusion.method,
+            fusion_activation=spec.fusion.activation, drop_fraction=(attrs["index"] + 1) / body_count,
+            output_level=level if attrs["output"] else None, spec_path=attrs["path"],
+        )
+
+    def _resample(self, parent: Node, level: int, channels: int) -> tuple[Op, ...]:
+        policy = self.spec.resample
+        ops: list[Op] = []
+        c, lvl = parent.channels, parent.level
+        if policy.squeeze:
+            base = c / 4 if parent.block_type == "bottleneck" else c
+            squeezed = int(base * self.variant.resample_alpha)
+            ops.append(Conv(c, squeezed, 1, 1, parent.size))
+            c = squeezed
+        if level > lvl:
+            for step in range(level - lvl):
+                lvl += 1
+                at = _size_at(self.size, lvl)
+                if policy.down == "depthwise":
+                    ops.append(Conv(c, c, 3, 2, at, groups=c))
+                elif policy.down == "conv" or step == 0:
+                    ops.append(Conv(c, c, 3, 2, at))
+                else:
+                    ops.append(MaxPool(3, 2, c, at))
+        elif level < lvl:
+            ops.append(Upsample(2 ** (lvl - level), c, _size_at(self.size, level)))
+        ops.append(Conv(c, channels, 1, 1, _size_at(self.size, level), activation=False))
+        return tuple(ops)
+
+    def _endpoint(self, level: int, source: str) -> None:
+        parent = self.nodes[source]
+        name = f"{ENDPOINT_PREFIX}{level}"
+        conv = Conv(parent.channels, self.variant.endpoints_num_filters, 1, 1, parent.size)
+        self.nodes[name] = Node(name, "endpoint", level, parent.size, conv.out_channels,
+                                (Edge(source, name, "chain", (), level, level),), ops=(conv,))
