@@ -91,22 +91,34 @@ def _toml_key_parts(text: str) -> list[str]:
 
 
 def _toml_lines(text: str) -> dict[str, int]:
-    """Best-effort map of dotted paths to lines: tables, arrays of tables and keys."""
+    """Best-effort map of dotted paths to lines: tables, arrays of tables, keys, and the
+    elements of multi-line arrays (one inline table or value per line)."""
     out: dict[str, int] = {}
     counts: dict[tuple, int] = {}
     table: tuple = ()
+    array: tuple | None = None  # the key path of the multi-line array we are inside
+    element = 0
     for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.split("#", 1)[0].strip() if not line.lstrip().startswith(("{", "\"")) else line.strip()
+        if array is not None:
+            if stripped.startswith("]"):
+                array = None
+            elif stripped:
+                path = (*array, element)
+                out.setdefault(format_path(path), number)
+                for key in re.findall(r"([A-Za-z_][A-Za-z0-9_-]*)\s*=", stripped):
+                    out.setdefault(format_path((*path, key)), number)
+                element += 1
+            continue
         header = _TOML_HEADER.match(line)
         if header:
             parts = tuple(_toml_key_parts(header.group(2)))
             if header.group(1) == "[[":
                 index = counts.get(parts, 0)
                 counts[parts] = index + 1
-                table = (*parts, index)
-            else:
-                table = parts
-            table = tuple(int(p) if isinstance(p, str) and p.isdigit() and table[:1] == ("filters",) else p
-                          for p in table)
+                parts = (*parts, index)
+            table = tuple(int(p) if isinstance(p, str) and p.isdigit() and parts[:1] == ("filters",) else p
+                          for p in parts)
             out.setdefault(format_path(table), number)
             continue
         key = _TOML_KEY.match(line)
@@ -114,6 +126,9 @@ def _toml_lines(text: str) -> dict[str, int]:
             name = key.group(1).strip("\"'")
             sub = (*table, int(name) if table == ("filters",) and name.isdigit() else name)
             out.setdefault(format_path(sub), number)
+            rest = stripped.split("=", 1)[1].strip() if "=" in stripped else ""
+            if rest.startswith("[") and rest.count("[") > rest.count("]"):
+                array, element = sub, 0
     return out
 
 

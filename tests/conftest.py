@@ -1,0 +1,44 @@
+"""Shared fixtures for the core tests."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+
+def mini_spec() -> dict[str, Any]:
+    """A small valid spec: one stem block, five climbing blocks, five outputs at levels 3..7."""
+    blocks = [
+        {"name": "b1", "level": 3, "type": "bottleneck", "inputs": ["s1"]},
+        {"name": "b2", "level": 4, "type": "residual", "inputs": ["s1", "b1"]},
+        {"name": "b3", "level": 5, "type": "residual", "inputs": ["b1", "b2"]},
+        {"name": "b4", "level": 6, "type": "residual", "inputs": ["b2", "b3"]},
+        {"name": "b5", "level": 7, "type": "residual", "inputs": ["b3", "b4"]},
+        {"name": "o3", "level": 3, "type": "bottleneck", "inputs": ["b1", "b5"], "output": True},
+        {"name": "o4", "level": 4, "type": "bottleneck", "inputs": ["b2", "o3"], "output": True},
+        {"name": "o5", "level": 5, "type": "bottleneck", "inputs": ["b3", "o4"], "output": True},
+        {"name": "o6", "level": 6, "type": "bottleneck", "inputs": ["b4", "o5"], "output": True},
+        {"name": "o7", "level": 7, "type": "bottleneck", "inputs": ["b5", "o6"], "output": True},
+    ]
+    return {
+        "name": "mini",
+        "activation": "relu",
+        "filters": {2: 16, 3: 16, 4: 32, 5: 32, 6: 32, 7: 32},
+        "stem": {
+            "conv": {"filters": 16, "kernel": 3, "stride": 2},
+            "pool": {"kernel": 3, "stride": 2},
+            "blocks": [{"name": "s1", "level": 2, "type": "bottleneck"}],
+        },
+        "endpoints": {"min_level": 3, "max_level": 7},
+        "variants": {"A": {"endpoints_num_filters": 16}},
+        "blocks": blocks,
+    }
+
+
+@pytest.fixture
+def mini() -> Callable[[], dict[str, Any]]:
+    """A factory of fresh copies of the mini spec (tests mutate them)."""
+    return lambda: copy.deepcopy(mini_spec())
