@@ -1,0 +1,216 @@
+"""The plan lowered to an ``nn.Module``: one submodule per plan node, named after it.
+
+State-dict layout (see README): ``nodes.<node>.ops.<i>`` for stem/endpoint ops,
+``nodes.<node>.inputs.<j>.ops.<i>`` for the resampling ops of a block's j-th input,
+``nodes.<node>.units.<k>.<conv>`` for its block-group units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from specgraph import BackendError, Conv, MaxPool, Node, Plan, Spec, Upsample
+
+from ._blocks import make_unit
+from ._ops import ConvNormAct, MaxPoolSame, UpsampleNearest, make_activation, make_norm
+
+__all__ = ["OPTIONS", "FeatureInfo", "ShapeSpec", "SpecgraphNet", "compile"]
+
+# compile() options with Model Garden's names and defaults (None: take the plan's value).
+OPTIONS: dict[str, Any] = {
+    "activation": None,
+    "stochastic_depth_drop_rate": 0.0,
+    "norm_momentum": None,
+    "norm_epsilon": None,
+    "use_sync_bn": False,
+}
+
+
+class ShapeSpec(NamedTuple):
+    """detectron2's ShapeSpec fields, without depending on detectron2."""
+
+    channels: int | None = None
+    height: int | None = None
+    width: int | None = None
+    stride: int | None = None
+
+
+class FeatureInfo(NamedTuple):
+    level: str
+    channels: int
+    stride: int
+    node: str
+
+
+class _OpChain(nn.Module):
+    """A sequence of plan ops; upsampling needs the image size to crop, so it is passed along."""
+
+    def __init__(self, ops: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.ops = nn.ModuleList(ops)
+
+    def forward(self, x: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+        for op in self.ops:
+            x = op(x, image_hw) if isinstance(op, UpsampleNearest) else op(x)
+        return x
+
+
+class _BlockNode(nn.Module):
+    """Resample every input, fuse (sum or fast normalised weights), activation, block-group units."""
+
+    def __init__(self, inputs: Sequence[_OpChain], units: Sequence[nn.Module], fusion: str | None,
+                 act: nn.Module | None) -> None:
+        super().__init__()
+        self.inputs = nn.ModuleList(inputs)
+        self.units = nn.Sequential(*units)
+        self.weighted = fusion == "weighted"
+        if self.weighted:
+            self.fusion_weights = nn.Parameter(torch.ones(len(inputs)))
+        self.fusion_act = act if act is not None else nn.Identity()
+
+    def forward(self, parents: list[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
+        xs = [edge(p, image_hw) for edge, p in zip(self.inputs, parents, strict=True)]
+        if self.weighted:
+            w = torch.relu(self.fusion_weights)
+            x = sum(w[i] * t for i, t in enumerate(xs)) / (w.sum() + 1e-4)
+        else:
+            x = xs[0]
+            for t in xs[1:]:
+                x = x + t
+        return self.units(self.fusion_act(x))
+
+
+class SpecgraphNet(nn.Module):
+    """A planned network. ``forward(images)`` (NCHW) returns ``{level: feature map}``."""
+
+    def __init__(self, plan: Plan, *, activation: str | None = None, stochastic_depth_drop_rate: float = 0.0,
+                 norm_momentum: float | None = None, norm_epsilon: float | None = None,
+                 use_sync_bn: bool = False) -> None:
+        super().__init__()
+        self.plan = plan
+        self.activation = activation or plan.activation
+        self.stochastic_depth_drop_rate = float(stochastic_depth_drop_rate)
+        momentum = plan.norm_momentum if norm_momentum is None else norm_momentum
+        epsilon = plan.norm_epsilon if norm_epsilon is None else norm_epsilon
+        make_activation(self.activation)  # fail early on an unknown name
+
+        def norm(channels: int) -> nn.Module:
+            return make_norm(channels, momentum, epsilon, use_sync_bn)
+
+        def act() -> nn.Module:
+            return make_activation(self.activation)
+
+        self._norm, self._act = norm, act
+        self._levels = {n.name: n.level for n in plan.nodes}
+        self.nodes = nn.ModuleDict({n.name: self._build_node(n) for n in plan.nodes})
+        # Plain-Python wiring so forward() is a static loop (traceable, exportable).
+        self._wiring = [(n.name, n.kind, tuple(e.source for e in n.inputs)) for n in plan.nodes]
+        self._outputs = tuple(plan.endpoints)
+
+    # --- construction -------------------------------------------------------------------
+    def _chain(self, ops: Sequence[Conv | MaxPool | Upsample], level: int, where: str,
+               glorot_depthwise: bool = False) -> _OpChain:
+        modules: list[nn.Module] = []
+        for op in ops:
+            if isinstance(op, Conv):
+                level += int(math.log2(op.stride))
+                modules.append(ConvNormAct(
+                    op.in_channels, op.out_channels, op.kernel, op.stride, groups=op.groups,
+                    norm=self._norm(op.out_channels) if op.norm else None,
+                    act=self._act() if op.activation else None, bias=op.bias,
+                    glorot=glorot_depthwise and op.depthwise))
+            elif isinstance(op, MaxPool):
+                level += int(math.log2(op.stride))
+                modules.append(MaxPoolSame(op.kernel, op.stride))
+            elif isinstance(op, Upsample):
+                level -= int(math.log2(op.factor))
+                expected = tuple(-(-s // 2**level) for s in self.plan.input_size)
+                if expected != tuple(op.size):
+                    raise BackendError(f"{where}: upsample output {op.size} is not the input size / 2**{level}")
+                modules.append(UpsampleNearest(op.factor, level))
+            else:
+                raise BackendError(f"{where}: the torch backend has no op {type(op).__name__}")
+        return _OpChain(modules)
+
+    def _build_node(self, node: Node) -> nn.Module:
+        where = f"{node.name} ({node.spec_path})"
+        if node.kind == "stem":
+            return self._chain(node.ops, 0, where)
+        if node.kind == "endpoint":
+            return self._chain(node.ops, node.level, where)
+        if node.kind not in ("stem_block", "block"):
+            raise BackendError(f"{where}: unknown node kind {node.kind!r}")
+        # Keras DepthwiseConv2D ignores the kernel_initializer Model Garden passes to the
+        # Mobile resamplers, so those kernels are glorot-uniform.
+        inputs = [self._chain(e.ops, self._levels[e.source], f"{where} input {e.source}", glorot_depthwise=True)
+                  for e in node.inputs]
+        rate = self.stochastic_depth_drop_rate * (node.drop_fraction or 0.0) if node.kind == "block" else 0.0
+        units = [make_unit(u, self._norm, self._act, rate) for u in node.units]
+        return _BlockNode(inputs, units, node.fusion, self._act() if node.fusion_activation else None)
+
+    # --- forward ------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        image_hw = (images.shape[-2], images.shape[-1])
+        feats: dict[str, torch.Tensor] = {}
+        for name, kind, sources in self._wiring:
+            module = self.nodes[name]
+            if kind == "stem":
+                feats[name] = module(images, image_hw)
+            elif kind == "endpoint":
+                feats[name] = module(feats[sources[0]], image_hw)
+            else:
+                feats[name] = module([feats[s] for s in sources], image_hw)
+        return {level: feats[name] for level, name in self._outputs}
+
+    # --- ecosystem contracts ------------------------------------------------------------
+    @property
+    def feature_info(self) -> list[FeatureInfo]:
+        """Per endpoint level: channels and stride (2**level)."""
+        return [FeatureInfo(level, self.plan.node(name).channels, 2 ** self.plan.node(name).level, name)
+                for level, name in self.plan.endpoints]
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        """detectron2-style ``{level: ShapeSpec(channels, stride)}``."""
+        return {f.level: ShapeSpec(channels=f.channels, stride=f.stride) for f in self.feature_info}
+
+    @property
+    def size_divisibility(self) -> int:
+        return 2**self.plan.max_level
+
+    @property
+    def out_channels(self) -> int:
+        return self.plan.endpoints_num_filters
+
+    def extra_repr(self) -> str:
+        p = self.plan
+        return f"{p.spec_name} {p.variant}, levels {p.min_level}..{p.max_level}, activation={self.activation}"
+
+
+def compile(plan: Plan | Spec | str, *, min_level: int | None = None, max_level: int | None = None,  # noqa: A001
+            variant: str | None = None, input_size: int | Sequence[int] | str = (640, 640),
+            **options: Any) -> SpecgraphNet:
+    """Lower a plan to a :class:`SpecgraphNet` (the ``specgraph.backends`` entry point ``torch``).
+
+    With a Spec (or spec name) the levels replan it; with a Plan they must match it.
+    """
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise BackendError(f"unknown torch backend option(s) {', '.join(unknown)}; known: "
+                           f"min_level, max_level, {', '.join(OPTIONS)}")
+    if not isinstance(plan, Plan):
+        import specgraph
+
+        spec = specgraph.load(plan) if isinstance(plan, str) else plan
+        plan = specgraph.plan(spec, variant, input_size, min_level, max_level)
+    mismatch = [f"{k}={v} but the plan has {getattr(plan, k)}"
+                for k, v in (("min_level", min_level), ("max_level", max_level))
+                if v is not None and v != getattr(plan, k)]
+    if mismatch:
+        raise BackendError(f"option(s) disagree with the plan: {'; '.join(mismatch)}; replan instead")
+    return SpecgraphNet(plan, **options)
+

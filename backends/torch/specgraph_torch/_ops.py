@@ -1,0 +1,183 @@
+"""Plan ops in PyTorch: TensorFlow ``SAME`` padding, conv + norm + act, max pool, nearest upsample.
+
+Padding is computed from the tensor actually seen, so any input size works; for the
+planned size it reproduces Model Garden exactly (stride 2 pads after, not before).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specgraph import BackendError
+
+__all__ = [
+    "ACTIVATIONS",
+    "ConvNormAct",
+    "MaxPoolSame",
+    "UpsampleNearest",
+    "hard_sigmoid",
+    "init_glorot_uniform",
+    "init_variance_scaling",
+    "make_activation",
+    "make_norm",
+    "same_padding",
+]
+
+# Keras VarianceScaling divides by the std of a unit normal truncated at +-2.
+_TRUNC_STD = 0.87962566103423978
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow ``SAME`` padding for one axis: (before, after), the smaller half before."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pad_same(x: torch.Tensor, kernel: int, stride: int, value: float) -> torch.Tensor:
+    top, bottom = same_padding(x.shape[-2], kernel, stride)
+    left, right = same_padding(x.shape[-1], kernel, stride)
+    if top or bottom or left or right:
+        x = F.pad(x, (left, right, top, bottom), value=value)
+    return x
+
+
+def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Model Garden's hard sigmoid: ``relu6(x + 3) * 0.16667`` (not exactly 1/6)."""
+    return F.relu6(x + 3.0) * 0.16667
+
+
+class _Fn(nn.Module):
+    def __init__(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.name, self.fn = name, fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
+# Names as Model Garden's tf_utils.get_activation understands them.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "swish": F.silu,
+    "silu": F.silu,
+    "simple_swish": F.silu,
+    "hard_swish": F.hardswish,
+    "hard_sigmoid": hard_sigmoid,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "elu": F.elu,
+    "gelu": lambda x: F.gelu(x, approximate="tanh"),  # Model Garden's gelu is the tanh approximation
+    "mish": F.mish,
+    "leaky_relu": lambda x: F.leaky_relu(x, 0.2),  # tf.nn.leaky_relu's default alpha
+    "linear": lambda x: x,
+    "identity": lambda x: x,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise BackendError(f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}")
+    if name in ("linear", "identity"):
+        return nn.Identity()
+    return _Fn(name, ACTIVATIONS[name])
+
+
+def make_norm(channels: int, momentum: float, epsilon: float, sync: bool) -> nn.Module:
+    """Batch norm with Keras's momentum convention converted (Keras 0.99 = torch 0.01)."""
+    cls = nn.SyncBatchNorm if sync else nn.BatchNorm2d
+    return cls(channels, eps=epsilon, momentum=1.0 - momentum)
+
+
+def _keras_fans(weight: torch.Tensor, depthwise: bool) -> tuple[int, int]:
+    """Fans as Keras computes them on its own layout (HWIO, depthwise [kh, kw, C, 1])."""
+    out_ch, in_per_group, kh, kw = weight.shape
+    field = kh * kw
+    if depthwise:
+        return out_ch * field, field
+    return in_per_group * field, out_ch * field
+
+
+def init_variance_scaling(weight: torch.Tensor, depthwise: bool = False) -> None:
+    """Keras ``VarianceScaling()``: fan-in, truncated normal at 2 std."""
+    fan_in, _ = _keras_fans(weight, depthwise)
+    std = math.sqrt(1.0 / fan_in) / _TRUNC_STD
+    with torch.no_grad():
+        nn.init.trunc_normal_(weight, 0.0, std, -2.0 * std, 2.0 * std)
+
+
+def init_glorot_uniform(weight: torch.Tensor, depthwise: bool = False) -> None:
+    """Keras ``glorot_uniform`` with Keras's fans."""
+    fan_in, fan_out = _keras_fans(weight, depthwise)
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        nn.init.uniform_(weight, -limit, limit)
+
+
+class ConvNormAct(nn.Module):
+    """``Conv`` op: SAME-padded conv (bias only if asked), then norm, then activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, *, groups: int = 1,
+                 norm: nn.Module | None = None, act: nn.Module | None = None, bias: bool = False,
+                 glorot: bool = False) -> None:
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+        # Stride 1 with an odd kernel is symmetric, so torch's own padding is exact.
+        self._static = stride == 1 and kernel % 2 == 1
+        padding = (kernel - 1) // 2 if self._static else 0
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, padding=padding, groups=groups, bias=bias)
+        depthwise = groups > 1 and groups == in_channels == out_channels
+        (init_glorot_uniform if glorot else init_variance_scaling)(self.conv.weight, depthwise)
+        if bias:
+            nn.init.zeros_(self.conv.bias)
+        self.norm = norm if norm is not None else nn.Identity()
+        self.act = act if act is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._static:
+            x = _pad_same(x, self.kernel, self.stride, 0.0)
+        return self.act(self.norm(self.conv(x)))
+
+
+class MaxPoolSame(nn.Module):
+    """``MaxPool`` op: SAME padding filled with -inf, like ``tf.nn.max_pool``."""
+
+    def __init__(self, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _pad_same(x, self.kernel, self.stride, float("-inf"))
+        return F.max_pool2d(x, self.kernel, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, stride={self.stride}"
+
+
+class UpsampleNearest(nn.Module):
+    """``Upsample`` op: repeat each pixel ``factor`` times per axis, then crop.
+
+    The crop target is ``ceil(image / 2**level)`` of the image actually fed to the
+    model, i.e. the size every other tensor at that level has.
+    """
+
+    def __init__(self, factor: int, level: int) -> None:
+        super().__init__()
+        self.factor, self.level = factor, level
+
+    def forward(self, x: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+        step = 2**self.level
+        height, width = -(-image_hw[0] // step), -(-image_hw[1] // step)
+        x = F.interpolate(x, scale_factor=float(self.factor), mode="nearest")
+        return x[:, :, :height, :width]
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}, level={self.level}"
