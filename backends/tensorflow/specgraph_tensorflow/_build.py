@@ -1,0 +1,92 @@
+"""Plan -> Keras functional graph. Every shape, channel count and resampling step is read from the plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+import tf_keras
+
+from specgraph import BackendError, Conv, Edge, MaxPool, Node, Plan, Upsample
+
+from ._layers import ConvNorm, Fuse, LayerOptions
+from ._layers import Upsample as UpsampleLayer
+from ._units import make_unit
+
+__all__ = ["build_graph"]
+
+# Model Garden initialises the resampling depthwise kernels with Keras's default.
+RESAMPLE_DEPTHWISE_INIT = "glorot_uniform"
+
+
+class _Builder:
+    def __init__(self, plan: Plan, options: LayerOptions, drop_rate: float) -> None:
+        self.plan, self.options, self.drop_rate = plan, options, drop_rate
+        # Structural key ("sp3/in0/op1", "sp3/unit0") -> layer, in Model Garden's creation order.
+        self.slots: dict[str, tf_keras.layers.Layer] = {}
+
+    def op(self, op: Conv | MaxPool | Upsample, x: tf.Tensor, image: tf.Tensor, key: str, level: int, *,
+           resample: bool) -> tf.Tensor:
+        name = key.replace("/", "_")
+        if isinstance(op, Conv):
+            if op.groups != 1 and not op.depthwise:
+                raise BackendError(f"{key}: grouped conv with groups={op.groups} is not supported")
+            layer = ConvNorm(op.out_channels, op.kernel, op.stride, options=self.options, depthwise=op.depthwise,
+                             norm=op.norm, activation=op.activation, bias=op.bias,
+                             depthwise_initializer=RESAMPLE_DEPTHWISE_INIT if resample else None, name=name)
+            self.slots[key] = layer
+            return layer(x)
+        if isinstance(op, MaxPool):
+            return tf_keras.layers.MaxPool2D(op.kernel, op.stride, padding="same", name=name)(x)
+        if isinstance(op, Upsample):
+            if op.mode != "nearest":
+                raise BackendError(f"{key}: upsample mode {op.mode!r} is not supported")
+            return UpsampleLayer(op.factor, level, name=name)([x, image])
+        raise BackendError(f"{key}: unknown op {op!r}")
+
+    def edge(self, edge: Edge, index: int, x: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
+        for k, op in enumerate(edge.ops):
+            # Intermediate ops run at the level their output size says; only the last reaches the target.
+            x = self.op(op, x, image, f"{edge.target}/in{index}/op{k}", edge.target_level, resample=True)
+        return x
+
+    def units(self, node: Node, x: tf.Tensor) -> tf.Tensor:
+        rate = self.drop_rate * node.drop_fraction if node.drop_fraction else 0.0
+        for u, unit in enumerate(node.units):
+            layer = make_unit(unit, rate, self.options, name=f"{node.name}_unit{u}")
+            self.slots[f"{node.name}/unit{u}"] = layer
+            x = layer(x)
+        return x
+
+    def build(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
+        tensors: dict[str, tf.Tensor] = {}
+        for node in self.plan.nodes:
+            if node.kind == "stem":
+                x = image
+                for k, op in enumerate(node.ops):
+                    x = self.op(op, x, image, f"{node.name}/op{k}", node.level, resample=False)
+            elif node.kind == "stem_block":
+                x = self.units(node, tensors[node.inputs[0].source])
+            elif node.kind == "block":
+                parents = [self.edge(e, j, tensors[e.source], image) for j, e in enumerate(node.inputs)]
+                fuse = Fuse(node.fusion or "sum", len(parents),
+                            self.options.activation if node.fusion_activation else None, name=f"{node.name}_fuse")
+                if node.fusion == "weighted":
+                    self.slots[f"{node.name}/fuse"] = fuse
+                x = self.units(node, fuse(parents))
+            elif node.kind == "endpoint":
+                x = tensors[node.inputs[0].source]
+                for k, op in enumerate(node.ops):
+                    x = self.op(op, x, image, f"{node.name}/op{k}", node.level, resample=False)
+            else:
+                raise BackendError(f"node {node.name}: unknown kind {node.kind!r}")
+            tensors[node.name] = x
+        return {level: tensors[name] for level, name in self.plan.endpoints}
+
+
+def build_graph(plan: Plan, image: tf.Tensor, options: LayerOptions,
+                drop_rate: float) -> tuple[dict[str, tf.Tensor], dict[str, Any]]:
+    """Wire ``plan`` on the Keras input ``image``; returns the endpoint tensors and the weight slots."""
+    builder = _Builder(plan, options, drop_rate)
+    outputs = builder.build(image)
+    return outputs, builder.slots

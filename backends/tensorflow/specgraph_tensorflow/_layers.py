@@ -1,0 +1,195 @@
+"""Small Keras layers, one per plan op: conv+norm+act, upsample-and-crop, fusion, stochastic depth.
+
+The layers hold no structural knowledge; the builder reads every channel count,
+kernel and stride from the plan and passes it in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import tensorflow as tf
+import tf_keras
+
+__all__ = ["ConvNorm", "Fuse", "LayerOptions", "StochasticDepth", "Upsample", "activation_fn", "hard_sigmoid"]
+
+# Model Garden's hard-sigmoid constant (not exactly 1/6); kept for numerical parity.
+HARD_SIGMOID_SCALE = 0.16667
+
+
+def hard_sigmoid(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.relu6(x + tf.cast(3.0, x.dtype)) * tf.cast(HARD_SIGMOID_SCALE, x.dtype)
+
+
+def _hard_swish(x: tf.Tensor) -> tf.Tensor:
+    return x * tf.nn.relu6(x + tf.cast(3.0, x.dtype)) * tf.cast(1.0 / 6.0, x.dtype)
+
+
+_ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "relu": tf.nn.relu,
+    "relu6": tf.nn.relu6,
+    "swish": tf.nn.silu,
+    "silu": tf.nn.silu,
+    "hard_swish": _hard_swish,
+    "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+    "elu": tf.nn.elu,
+    "sigmoid": tf.nn.sigmoid,
+    "linear": tf.identity,
+}
+
+
+def activation_fn(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(_ACTIVATIONS)}") from None
+
+
+@dataclass(frozen=True)
+class LayerOptions:
+    """What every layer of one model shares (the model-level options)."""
+
+    activation: str = "relu"
+    norm_momentum: float = 0.99
+    norm_epsilon: float = 0.001
+    use_sync_bn: bool = False
+    kernel_initializer: Any = "VarianceScaling"
+    kernel_regularizer: Any = None
+    bias_regularizer: Any = None
+
+
+def _initializer(value: Any) -> Any:
+    # A fresh object per layer so no two layers share an initializer's state.
+    return tf_keras.initializers.get(tf_keras.initializers.serialize(tf_keras.initializers.get(value)))
+
+
+class ConvNorm(tf_keras.layers.Layer):
+    """A plan ``Conv`` op: conv (depthwise when asked), then batch norm, then the activation."""
+
+    def __init__(self, filters: int, kernel: int, stride: int, *, options: LayerOptions, depthwise: bool = False,
+                 norm: bool = True, activation: bool = True, bias: bool = False,
+                 depthwise_initializer: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if depthwise:
+            # Depthwise kernels are never regularized in Model Garden (regularize_depthwise=False).
+            self.conv = tf_keras.layers.DepthwiseConv2D(
+                kernel, stride, padding="same", use_bias=bias,
+                depthwise_initializer=_initializer(depthwise_initializer or options.kernel_initializer),
+                bias_regularizer=options.bias_regularizer, name="conv")
+        else:
+            self.conv = tf_keras.layers.Conv2D(
+                filters, kernel, stride, padding="same", use_bias=bias,
+                kernel_initializer=_initializer(options.kernel_initializer),
+                kernel_regularizer=options.kernel_regularizer, bias_regularizer=options.bias_regularizer,
+                name="conv")
+        self.norm = tf_keras.layers.BatchNormalization(
+            momentum=options.norm_momentum, epsilon=options.norm_epsilon, synchronized=options.use_sync_bn,
+            name="norm") if norm else None
+        self.act = activation_fn(options.activation) if activation else None
+
+    def call(self, x: tf.Tensor, training: Any = None) -> tf.Tensor:
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x, training=training)
+        return self.act(x) if self.act is not None else x
+
+    def named_variables(self) -> dict[str, tf.Variable]:
+        """Variables by role: kernel, bias, gamma, beta, moving_mean, moving_variance."""
+        out = {"kernel": self.conv.depthwise_kernel if isinstance(self.conv, tf_keras.layers.DepthwiseConv2D)
+               else self.conv.kernel}
+        if self.conv.use_bias:
+            out["bias"] = self.conv.bias
+        if self.norm is not None:
+            out.update(gamma=self.norm.gamma, beta=self.norm.beta, moving_mean=self.norm.moving_mean,
+                       moving_variance=self.norm.moving_variance)
+        return out
+
+
+def _dim(x: tf.Tensor, axis: int) -> int | tf.Tensor:
+    static = x.shape[axis]
+    return static if static is not None else tf.shape(x)[axis]
+
+
+class Upsample(tf_keras.layers.Layer):
+    """A plan ``Upsample``: repeat each pixel ``factor x factor``, crop to ``ceil(image / 2**level)``.
+
+    Called on ``[x, image]``: the crop size comes from the image at run time, so one
+    model serves every input size (at sizes divisible by ``2**max_level`` the crop is a no-op).
+    """
+
+    def __init__(self, factor: int, level: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.factor, self.level = factor, level
+
+    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+        x, image = inputs
+        f = self.factor
+        n, h, w, c = (_dim(x, i) for i in range(4))
+        y = tf.reshape(x, [n, h, 1, w, 1, c])
+        y = tf.tile(y, [1, 1, f, 1, f, 1])
+        y = tf.reshape(y, [n, h * f, w * f, c])
+        step = 2**self.level
+        th = (_dim(image, 1) + step - 1) // step
+        tw = (_dim(image, 2) + step - 1) // step
+        if isinstance(th, int) and isinstance(tw, int) and isinstance(h, int) and isinstance(w, int) \
+                and (th, tw) == (h * f, w * f):
+            return y
+        return y[:, :th, :tw, :]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "factor": self.factor, "level": self.level}
+
+
+class Fuse(tf_keras.layers.Layer):
+    """A block's input fusion: ``sum`` or fast normalised ``weighted``, then the activation if asked."""
+
+    def __init__(self, method: str, count: int, activation: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if method not in ("sum", "weighted"):
+            raise ValueError(f"unknown fusion {method!r}")
+        self.method, self.count, self.activation = method, count, activation
+        self.act = activation_fn(activation) if activation else None
+
+    def build(self, input_shape: Any) -> None:
+        if self.method == "weighted":
+            self.fusion_weights = self.add_weight(name="weights", shape=(self.count,), initializer="ones",
+                                                  trainable=True, dtype=tf.float32)
+        super().build(input_shape)
+
+    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+        if self.method == "sum":
+            x = tf.add_n(inputs)
+        else:
+            w = tf.nn.relu(tf.cast(self.fusion_weights, inputs[0].dtype))
+            x = tf.add_n([w[i] * t for i, t in enumerate(inputs)]) / (tf.reduce_sum(w) + tf.cast(1e-4, w.dtype))
+        return self.act(x) if self.act is not None else x
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "method": self.method, "count": self.count, "activation": self.activation}
+
+
+class StochasticDepth(tf_keras.layers.Layer):
+    """Drops the whole residual branch per sample while training; kept samples are scaled by 1/keep."""
+
+    def __init__(self, rate: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rate = rate
+
+    def call(self, x: tf.Tensor, training: Any = None) -> tf.Tensor:
+        if not self.rate:
+            return x
+        if training is None:
+            training = tf_keras.backend.learning_phase()
+        keep = 1.0 - self.rate
+
+        def drop() -> tf.Tensor:
+            shape = tf.stack([tf.shape(x)[0], 1, 1, 1])
+            mask = tf.floor(keep + tf.random.uniform(shape, dtype=x.dtype))
+            return x / tf.cast(keep, x.dtype) * mask
+
+        return tf_keras.backend.in_train_phase(drop, x, training=training)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate": self.rate}

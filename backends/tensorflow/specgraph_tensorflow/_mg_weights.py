@@ -1,0 +1,178 @@
+"""Map a Model Garden SpineNet / SpineNet-Mobile onto a specgraph model's weight names.
+
+Model Garden creates its top-level layers in the order specgraph builds its slots
+(stem, stem blocks, then per block: each parent's resampling convs, then the block
+group; endpoints last). Keras numbers layer names per class in creation order, so
+sorting the model's own Conv2D / DepthwiseConv2D / block layers by that number
+recovers the order independent of session counters. Each conv's batch norm is the
+layer that consumes it in the graph. Layers Model Garden builds but leaves out of
+the graph (sp16 at min_level 3) are simply absent.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import tensorflow as tf
+import tf_keras
+
+from specgraph import BackendError, Plan
+
+from ._layers import ConvNorm, Fuse
+from ._units import BlockUnit
+
+__all__ = ["modelgarden_arrays", "modelgarden_from_checkpoint", "modelgarden_reference"]
+
+_BLOCK_CLASSES = {"BottleneckBlock": "bottleneck", "ResidualBlock": "residual",
+                  "InvertedBottleneckBlock": "mbconv"}
+# Block unit part -> (conv attribute, norm attribute) inside Model Garden's nn_blocks.
+_PARTS = {
+    "bottleneck": {"shortcut": ("_shortcut", "_norm0"), "conv1": ("_conv1", "_norm1"),
+                   "conv2": ("_conv2", "_norm2"), "conv3": ("_conv3", "_norm3")},
+    "residual": {"shortcut": ("_shortcut", "_norm0"), "conv1": ("_conv1", "_norm1"), "conv2": ("_conv2", "_norm2")},
+    "mbconv": {"expand": ("_conv0", "_norm0"), "depthwise": ("_conv1", "_norm1"), "project": ("_conv2", "_norm2")},
+}
+_NAME_NUMBER = re.compile(r"^(.*?)(?:_(\d+))?$")
+
+
+def _creation_index(layer: Any) -> int:
+    match = _NAME_NUMBER.match(layer.name)
+    return int(match.group(2)) if match and match.group(2) else 0
+
+
+def _conv_arrays(conv: Any, norm: Any) -> dict[str, Any]:
+    kernel = conv.depthwise_kernel if hasattr(conv, "depthwise_kernel") else conv.kernel
+    out = {"kernel": kernel.numpy()}
+    if conv.use_bias:
+        out["bias"] = conv.bias.numpy()
+    if norm is not None:
+        out.update(gamma=norm.gamma.numpy(), beta=norm.beta.numpy(), moving_mean=norm.moving_mean.numpy(),
+                   moving_variance=norm.moving_variance.numpy())
+    return out
+
+
+def _unit_arrays(block: Any, unit: BlockUnit) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in unit.named_layers():
+        if part == "se":
+            se = block._squeeze_excitation
+            for sub, conv in (("reduce", se._se_reduce), ("expand", se._se_expand)):
+                out[f"se/{sub}/kernel"] = conv.kernel.numpy()
+                out[f"se/{sub}/bias"] = conv.bias.numpy()
+            continue
+        conv_attr, norm_attr = _PARTS[unit.unit_type][part]
+        conv = getattr(block, conv_attr, None)
+        if conv is None:
+            continue  # reported as missing by the caller's check
+        for role, array in _conv_arrays(conv, getattr(block, norm_attr, None)).items():
+            out[f"{part}/{role}"] = array
+    return out
+
+
+def modelgarden_arrays(model: Any, mg: Any) -> tuple[dict[str, Any], list[str]]:
+    """``({specgraph weight name: array}, problems)`` for Model Garden model ``mg``."""
+    layers = list(getattr(mg, "layers", []))
+    groups: dict[str, list[Any]] = {"conv": [], "dwconv": [], "bottleneck": [], "residual": [], "mbconv": []}
+    norm_of: dict[int, Any] = {}
+    for layer in layers:
+        cls = type(layer).__name__
+        if cls == "Conv2D":
+            groups["conv"].append(layer)
+        elif cls == "DepthwiseConv2D":
+            groups["dwconv"].append(layer)
+        elif cls in _BLOCK_CLASSES:
+            groups[_BLOCK_CLASSES[cls]].append(layer)
+        elif isinstance(layer, tf_keras.layers.BatchNormalization):
+            parents = layer._inbound_nodes[0].inbound_layers
+            parent = parents[0] if isinstance(parents, list) else parents
+            norm_of[id(parent)] = layer
+    for members in groups.values():
+        members.sort(key=_creation_index)
+
+    wanted: dict[str, list[tuple[str, Any]]] = {g: [] for g in groups}
+    problems: list[str] = []
+    for key, layer in model.slots.items():
+        if isinstance(layer, ConvNorm):
+            wanted["dwconv" if isinstance(layer.conv, tf_keras.layers.DepthwiseConv2D) else "conv"].append((key, layer))
+        elif isinstance(layer, BlockUnit):
+            wanted[layer.unit_type].append((key, layer))
+        elif isinstance(layer, Fuse):
+            problems.append(f"{key}: weighted fusion has no Model Garden counterpart")
+    for group, mine in wanted.items():
+        theirs = groups[group]
+        if len(mine) != len(theirs):
+            hint = (" (a Model Garden model built with an unknown input width drops a merge-only block and its "
+                    "resamplers: build it with a fixed input_specs shape)" if len(theirs) < len(mine) else "")
+            problems.append(f"{group} layers: the plan has {len(mine)}, the Model Garden model has {len(theirs)}"
+                            f"{hint}; theirs: {', '.join(t.name for t in theirs) or 'none'}")
+    if problems:
+        return {}, problems
+
+    arrays: dict[str, Any] = {}
+    for group, mine in wanted.items():
+        for (key, layer), theirs in zip(mine, groups[group], strict=True):
+            if isinstance(layer, ConvNorm):
+                norm = norm_of.get(id(theirs))
+                if layer.norm is not None and norm is None:
+                    problems.append(f"{key}: Model Garden conv {theirs.name} has no batch norm after it")
+                    continue
+                parts = _conv_arrays(theirs, norm if layer.norm is not None else None)
+            else:
+                parts = _unit_arrays(theirs, layer)
+            arrays.update({f"{key}/{role}": a for role, a in parts.items()})
+    return arrays, problems
+
+
+def modelgarden_reference(plan: Plan, *, fixed_size: bool = True) -> Any:
+    """A Model Garden model with ``plan``'s architecture (for restoring its checkpoints)."""
+    shape = [None, *plan.input_size, plan.input_channels] if fixed_size else [None, None, None, plan.input_channels]
+    spec = tf_keras.layers.InputSpec(shape=shape)
+    common = dict(input_specs=spec, min_level=plan.min_level, max_level=plan.max_level, activation=plan.activation,
+                  norm_momentum=plan.norm_momentum, norm_epsilon=plan.norm_epsilon)
+    if plan.spec_name == "spinenet":
+        from official.vision.modeling.backbones import spinenet
+
+        scaling = spinenet.SCALING_MAP.get(plan.variant)
+        if scaling is not None:
+            return spinenet.SpineNet(**common, endpoints_num_filters=scaling["endpoints_num_filters"],
+                                     resample_alpha=scaling["resample_alpha"],
+                                     block_repeats=scaling["block_repeats"],
+                                     filter_size_scale=scaling["filter_size_scale"])
+    if plan.spec_name == "spinenet_mobile":
+        from official.vision.modeling.backbones import spinenet_mobile
+
+        scaling = spinenet_mobile.SCALING_MAP.get(plan.variant)
+        if scaling is not None:
+            return spinenet_mobile.SpineNetMobile(**common, endpoints_num_filters=scaling["endpoints_num_filters"],
+                                                  block_repeats=scaling["block_repeats"],
+                                                  filter_size_scale=scaling["filter_size_scale"])
+    raise BackendError(f"no Model Garden model corresponds to {plan.spec_name} variant {plan.variant}")
+
+
+def _root_key(path: str) -> str | None:
+    names = [n for n, _ in tf.train.list_variables(path) if n.endswith("/.ATTRIBUTES/VARIABLE_VALUE")]
+    roots = {n.split("/", 1)[0] for n in names} - {"save_counter"}
+    if len(roots) == 1:
+        root = roots.pop()
+        return None if root.startswith("layer") else root
+    raise BackendError(f"checkpoint {path}: cannot tell which object holds the model (top-level keys {sorted(roots)})")
+
+
+def modelgarden_from_checkpoint(plan: Plan, path: str) -> Any:
+    """Restore a ``tf.train.Checkpoint``-written Model Garden model of ``plan``'s architecture."""
+    try:
+        root = _root_key(path)
+    except (tf.errors.NotFoundError, ValueError) as exc:
+        raise BackendError(f"cannot read checkpoint {path}: {exc}") from exc
+    errors = []
+    for fixed in (True, False):  # a model built at an unknown width lacks the merge-only block
+        mg = modelgarden_reference(plan, fixed_size=fixed)
+        ckpt = tf.train.Checkpoint(**{root: mg}) if root else tf.train.Checkpoint(root=mg)
+        try:
+            ckpt.read(path).assert_existing_objects_matched()
+            return mg
+        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as exc:
+            errors.append(str(exc).splitlines()[0])
+    raise BackendError(f"checkpoint {path} does not hold a Model Garden {plan.spec_name}-{plan.variant}: "
+                       + "; ".join(errors))
