@@ -19,6 +19,7 @@ from ._loader import builtin_specs, load
 from ._modelgarden import from_modelgarden_tuples
 from ._plan import Conv, Edge, MaxPool, Node, Plan, Unit, Upsample
 from ._planner import plan
+from ._render import render_dot, render_mermaid, render_svg
 from ._schema import Spec
 from ._stats import NodeStats, Stats, stats
 
@@ -52,5 +53,8 @@ __all__ = [
     "get_backend",
     "load",
     "plan",
+    "render_dot",
+    "render_mermaid",
+    "render_svg",
     "stats",
 ]

@@ -7,6 +7,7 @@ and a table of variants that scale it. Field documentation lives in
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Literal
 
@@ -179,6 +180,13 @@ class Spec(_Model):
         object.__setattr__(self.stem, "blocks", stem)
         object.__setattr__(self, "blocks", body)
         return self
+
+    def __eq__(self, other: object) -> bool:
+        # Compare the spec's content only: private caches (the graph, the source file) differ.
+        return isinstance(other, Spec) and self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     @property
     def source(self) -> str | None:

@@ -1,0 +1,171 @@
+"""Property tests: random valid specs plan and count consistently; random corruptions of
+them only ever raise SpecgraphError."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import specgraph
+from specgraph import SpecgraphError
+
+TYPES = ["residual", "bottleneck", "mbconv"]
+
+
+@st.composite
+def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
+    filters = {lvl: draw(st.integers(4, 48)) for lvl in range(1, 8)}
+    pool = draw(st.booleans())
+    stem_levels = [2] * draw(st.integers(1, 2)) if pool else [1, 2]
+    stem = [{"name": f"s{i}", "level": lvl, "type": draw(st.sampled_from(TYPES))} for i, lvl in enumerate(stem_levels)]
+    names = [b["name"] for b in stem]
+    blocks = []
+    for i in range(draw(st.integers(0, 10))):
+        inputs = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
+        blocks.append({"name": f"n{i}", "level": draw(st.integers(1, 7)), "type": draw(st.sampled_from(TYPES)),
+                       "inputs": inputs})
+        names.append(f"n{i}")
+    for level in draw(st.permutations(list(range(3, 8)))):
+        inputs = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
+        blocks.append({"name": f"out{level}", "level": level, "type": draw(st.sampled_from(TYPES)),
+                       "inputs": inputs, "output": True})
+        names.append(f"out{level}")
+    variant = {
+        "endpoints_num_filters": draw(st.integers(1, 64)),
+        "filter_size_scale": draw(st.sampled_from([0.5, 0.65, 1.0, 1.3])),
+        "resample_alpha": draw(st.sampled_from([0.5, 1.0])),
+        "block_repeats": draw(st.integers(1, 2)),
+        "expand_ratio": draw(st.sampled_from([1.0, 2.5, 6.0])),
+        "se_ratio": draw(st.sampled_from([0.0, 0.25])),
+    }
+    return {
+        "name": "random",
+        "activation": draw(st.sampled_from(["relu", "swish"])),
+        "filters": filters,
+        "stem": {"conv": {"filters": draw(st.integers(4, 32)), "kernel": draw(st.sampled_from([3, 5, 7])),
+                          "stride": 2, "scale_filters": draw(st.booleans())},
+                 "pool": {"kernel": 3, "stride": 2} if pool else None,
+                 "blocks": stem},
+        "resample": {"squeeze": draw(st.booleans()),
+                     "down": draw(st.sampled_from(["conv_maxpool", "depthwise", "conv"]))},
+        "fusion": {"method": draw(st.sampled_from(["sum", "weighted"])),
+                   "merge_unused_into_outputs": draw(st.booleans())},
+        "variants": {"v": variant},
+        "blocks": blocks,
+    }
+
+
+sizes = st.tuples(st.integers(1, 300), st.integers(1, 300))
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(valid_specs(), sizes)
+def test_random_valid_specs_plan_and_count_consistently(data, size) -> None:
+    spec = specgraph.load(data)
+    plan = specgraph.plan(spec, input_size=size)
+    seen: set[str] = set()
+    for node in plan.nodes:  # topological: parents before children
+        assert all(e.source in seen for e in node.inputs), node.name
+        seen.add(node.name)
+    s = specgraph.stats(plan)
+    assert s.params == sum(r.params for r in s.nodes) == s.trainable_params + s.non_trainable_params
+    assert s.macs == sum(r.macs for r in s.nodes) > 0
+    # parameters are a property of the network, not of the input size
+    other = specgraph.stats(specgraph.plan(spec, input_size=(size[1] + 7, size[0] + 3)))
+    assert other.params == s.params
+    for level, name in plan.endpoints:
+        node = plan.node(name)
+        assert node.channels == data["variants"]["v"]["endpoints_num_filters"]
+        assert node.level == int(level)
+    # edges end at their target's channels
+    for node in plan.nodes:
+        for edge in node.inputs:
+            if edge.kind == "input" and node.kind == "block":
+                assert edge.ops[-1].out_channels == node.channels
+            if edge.kind == "merge":
+                assert plan.node(edge.source).channels == node.channels and not edge.ops
+
+
+@SETTINGS
+@given(valid_specs(), st.sampled_from(["yaml", "toml", "json"]))
+def test_dump_and_reload_gives_the_same_plan(data, fmt) -> None:
+    spec = specgraph.load(data)
+    again = specgraph.load(spec.dumps(fmt) + "\n")
+    assert again == spec
+    assert specgraph.plan(again, input_size=96).hash == specgraph.plan(spec, input_size=96).hash
+
+
+JUNK = st.one_of(st.none(), st.integers(-5, 10**6), st.floats(allow_nan=True), st.text(max_size=8),
+                 st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                 st.booleans())
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@st.composite
+def corrupted_specs(draw: st.DrawFn) -> dict[str, Any]:
+    data = copy.deepcopy(draw(valid_specs()))
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _paths(data)
+        path = draw(st.sampled_from(paths))
+        parent = data
+        for key in path[:-1]:
+            parent = parent[key]
+        action = draw(st.sampled_from(["replace", "delete", "rename", "extra"]))
+        if action == "replace":
+            parent[path[-1]] = draw(JUNK)
+        elif action == "delete" and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif action == "delete" and isinstance(parent, list) and len(parent) > 0:
+            parent.pop(path[-1])
+        elif action == "rename" and isinstance(parent, dict):
+            parent[draw(st.text(min_size=1, max_size=6))] = parent.pop(path[-1])
+        elif action == "extra" and isinstance(parent, dict):
+            parent[draw(st.text(min_size=1, max_size=6))] = draw(JUNK)
+    return data
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(corrupted_specs(), sizes)
+def test_corrupted_specs_raise_only_specgraph_errors(data, size) -> None:
+    try:
+        spec = specgraph.load(data)
+        plan = specgraph.plan(spec, input_size=size)
+        specgraph.stats(plan)
+    except SpecgraphError as exc:
+        assert str(exc)
+        assert all(p.message for p in exc.problems)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_corrupted_text_raises_only_specgraph_errors(data) -> None:
+    text = specgraph.load("spinenet").dumps(data.draw(st.sampled_from(["toml", "yaml"])))
+    cut = data.draw(st.integers(0, len(text) - 1))
+    junk = data.draw(st.text(max_size=5))
+    broken = text[:cut] + junk + text[cut + data.draw(st.integers(0, 5)):]
+    try:
+        specgraph.plan(specgraph.load(broken + "\n"), "49", 128)
+    except SpecgraphError:
+        pass
+
+
+@pytest.mark.parametrize("fmt", ["toml", "yaml", "json"])
+def test_builtin_specs_round_trip(fmt) -> None:
+    for name in specgraph.builtin_specs():
+        spec = specgraph.load(name)
+        assert specgraph.load(spec.dumps(fmt) + "\n") == spec
