@@ -197,7 +197,7 @@ def test_not_a_mapping(tmp_path: Path) -> None:
 
 
 def test_missing_file_lists_builtins() -> None:
-    with pytest.raises(SpecSyntaxError, match="built-in: .*spinenet"):
+    with pytest.raises(SpecSyntaxError, match=r"built-in: .*spinenet"):
         specgraph.load("no_such_spec.toml")
 
 

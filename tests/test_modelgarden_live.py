@@ -41,7 +41,11 @@ def test_ported_custom_list_errors_name_the_tuple(mg) -> None:
 
 @pytest.mark.parametrize(
     ("family", "variant", "size", "min_level"),
-    [("spinenet", "49S", (256, 384), 3), ("spinenet", "49S", (256, 256), 2), ("spinenet_mobile", "49XS", (256, 256), 3)],
+    [
+        ("spinenet", "49S", (256, 384), 3),
+        ("spinenet", "49S", (256, 256), 2),
+        ("spinenet_mobile", "49XS", (256, 256), 3),
+    ],
 )
 def test_count_params_of_built_model_garden_models(mg, family, variant, size, min_level) -> None:
     import tf_keras
