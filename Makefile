@@ -14,8 +14,11 @@ $(BIN)/specgraph: pyproject.toml constraints.txt
 	$(PIP) -e .
 	touch $@
 
-$(VENV)/.test-deps: $(BIN)/specgraph requirements-test.txt
+BACKENDS := $(wildcard backends/*/pyproject.toml)
+
+$(VENV)/.test-deps: $(BIN)/specgraph requirements-test.txt $(BACKENDS)
 	$(PIP) -r requirements-test.txt
+	$(foreach b,$(BACKENDS),$(PIP) --no-deps -e $(dir $(b)) &&) true
 	touch $@
 
 demo: $(BIN)/specgraph
