@@ -32,7 +32,7 @@ __all__ = [
 MAX_LEVEL = 12  # stride 4096; far beyond any detector, but keeps sizes and loops bounded
 BLOCK_TYPES = ("residual", "bottleneck", "mbconv")
 ACTIVATIONS = ("relu", "relu6", "swish", "silu", "hard_swish", "gelu", "elu", "sigmoid", "linear")
-_NAME_RE = re.compile(r"^[^\s]{1,64}$")
+_NAME_RE = re.compile(r"^[^\s.]{1,64}$")  # dots would clash with module paths
 
 BlockType = Literal["residual", "bottleneck", "mbconv"]
 Level = Annotated[int, Field(ge=0, le=MAX_LEVEL)]
@@ -45,7 +45,7 @@ class _Model(BaseModel):
 
 def _check_name(value: str | None) -> str | None:
     if value is not None and not _NAME_RE.match(value):
-        raise ValueError("a name is 1 to 64 characters with no whitespace")
+        raise ValueError("a name is 1 to 64 characters with no whitespace and no '.'")
     return value
 
 

@@ -103,6 +103,8 @@ CASES = [
      "reserved", "endpoint_3"),
     ("whitespace-name", _set(["blocks", 0, "name"], "my block"), SpecValidationError, "blocks[0].name",
      "no whitespace", "my block"),
+    ("dotted-name", _set(["blocks", 0, "name"], "block.1"), SpecValidationError, "blocks[0].name",
+     "no '.'", "block.1"),
     ("bad-fusion", _set(["fusion"], {"method": "mean"}), SpecValidationError, "fusion.method",
      "'sum' or 'weighted'", "mean"),
     ("bad-downsample", _set(["resample"], {"down": "avgpool"}), SpecValidationError, "resample.down",
