@@ -423,10 +423,10 @@ class _Layouter:
             })
 
         for i, level in enumerate(self.levels):
-            top = row_top[i] - channel_h[i] / 2
-            bottom = row_top[i] + nh + channel_h[i + 1] / 2
+            # the band covers the row only: edges running in the channels stay on white
+            top, bottom = row_top[i] - 4, row_top[i] + nh + 4
             layout.rows.append({
-                "level": level, "y": top, "h": bottom - top, "shade": i % 2 == 0,
+                "level": level, "y": top, "h": bottom - top,
                 "t": _Text(MARGIN, row_top[i] + nh / 2 + 4, f"L{level} /{2**level}", 11, weight="bold",
                            fill="#455a64", cls="row-label"),
             })
