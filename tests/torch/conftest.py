@@ -32,20 +32,20 @@ def randomize_keras(model: Any, seed: int = 0) -> None:
 
 
 @pytest.fixture(scope="session")
-def modelgarden() -> Callable[[str, str, tuple[int, int]], tuple[Any, specgraph.Plan]]:
-    """``build(spec, variant, (H, W))`` -> (randomised Model Garden model, matching plan), cached."""
+def modelgarden() -> Callable[..., tuple[Any, specgraph.Plan]]:
+    """``build(spec, variant, (H, W), min_level=3)`` -> (randomised Model Garden model, its plan), cached."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     pytest.importorskip("official.vision.modeling.backbones")
     import specgraph_torch
     import tf_keras
     from official.vision.modeling.backbones import spinenet, spinenet_mobile
 
-    cache: dict[tuple[str, str, tuple[int, int]], tuple[Any, specgraph.Plan]] = {}
+    cache: dict[tuple[str, str, tuple[int, int], int], tuple[Any, specgraph.Plan]] = {}
 
-    def build(spec: str, variant: str, size: tuple[int, int]) -> tuple[Any, specgraph.Plan]:
-        key = (spec, variant, size)
+    def build(spec: str, variant: str, size: tuple[int, int], min_level: int = 3) -> tuple[Any, specgraph.Plan]:
+        key = (spec, variant, size, min_level)
         if key not in cache:
-            plan = specgraph.plan(specgraph.load(spec), variant=variant, input_size=size)
+            plan = specgraph.plan(specgraph.load(spec), variant=variant, input_size=size, min_level=min_level)
             cls_name, kwargs = specgraph_torch.modelgarden_kwargs(plan)
             cls = spinenet.SpineNet if cls_name == "SpineNet" else spinenet_mobile.SpineNetMobile
             model = cls(input_specs=tf_keras.layers.InputSpec(shape=[None, *size, 3]), **kwargs)

@@ -103,13 +103,37 @@ def _unit_entries(entries: list[_Entry], block: _Ref, unit: Any, prefix: str) ->
             entries.append(_Entry(block, inner, "bias", f"{prefix}.se.{name}.bias", "vector"))
 
 
+def _unpruned(plan: Plan) -> Plan:
+    """The same network with every output block kept: Model Garden creates pruned blocks too.
+
+    Their layers consume name counters, so they must be replayed (without expecting
+    their variables). Falls back to ``plan`` when the spec cannot be replanned.
+    """
+    if not plan.pruned:
+        return plan
+    import specgraph
+
+    try:
+        spec = specgraph.load(plan.spec_name)
+        for min_level in range(plan.min_level - 1, -1, -1):
+            full = specgraph.plan(spec, plan.variant, plan.input_size, min_level, plan.max_level)
+            if all(name in full for name in plan.pruned):
+                return full
+    except specgraph.SpecgraphError:
+        pass
+    return plan
+
+
 def modelgarden_names(plan: Plan) -> list[_Entry]:
     """Every Model Garden variable of the plan's network, with the torch state-dict key it maps to."""
     entries: list[_Entry] = []
     top = _Counter()
     endpoints = [n for n in plan.nodes if n.kind == "endpoint"]
-    for node in plan.nodes:
+    for node in _unpruned(plan).nodes:
         if node.kind == "endpoint":
+            continue
+        if node.name in plan.pruned:
+            _conv_bn_ghost(top, node)
             continue
         chains = [(f"nodes.{node.name}.ops", node.ops)] if node.kind == "stem" else [
             (f"nodes.{node.name}.inputs.{j}.ops", e.ops) for j, e in enumerate(node.inputs)]
@@ -129,6 +153,18 @@ def modelgarden_names(plan: Plan) -> list[_Entry]:
                 _conv_bn(entries, _Ref("conv2d", back, from_end=True),
                          _Ref("batch_normalization", back, from_end=True), f"nodes.{node.name}.ops.{i}", False)
     return entries
+
+
+def _conv_bn_ghost(top: _Counter, node: Any) -> None:
+    """Advance the counters past a block Model Garden creates but does not use."""
+    for edge in node.inputs:
+        for op in edge.ops:
+            if isinstance(op, Conv):
+                top.next("depthwise_conv2d" if op.depthwise else "conv2d")
+                if op.norm:
+                    top.next("batch_normalization")
+    for unit in node.units:
+        top.next(_BLOCK_CLASS[unit.type])
 
 
 def modelgarden_kwargs(plan: Plan) -> tuple[str, dict[str, Any]]:
