@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import specgraph
 from specgraph import cli
@@ -181,6 +183,46 @@ def test_rows_are_levels_with_strides(drawn: tuple[specgraph.Plan, ET.Element]) 
     assert {x for (x, n) in zip(xs, plan.nodes, strict=True) if n.kind == "endpoint"} == {max(xs)}
 
 
+@st.composite
+def _random_plans(draw: st.DrawFn) -> specgraph.Plan:
+    """Random topologies with long, markup-laden names: the layout invariants must hold for all."""
+    prefix = st.text(alphabet="ab<>&\"'xyz{}$#", min_size=0, max_size=40)
+    blocks: list[dict] = []
+    names = ["s1"]
+    count = draw(st.integers(1, 30))
+    for i in range(count):
+        name = f"{draw(prefix)}_{i}"
+        inputs = draw(st.lists(st.sampled_from(names[-6:]), min_size=1, max_size=4, unique=True))
+        blocks.append({"name": name, "level": draw(st.integers(2, 7)), "inputs": inputs,
+                       "type": draw(st.sampled_from(["residual", "bottleneck", "mbconv"]))})
+        names.append(name)
+    for level in (3, 4):
+        inputs = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
+        blocks.append({"name": f"out{level}", "level": level, "type": "residual", "inputs": inputs, "output": True})
+        names.append(f"out{level}")
+    spec = specgraph.load({
+        "name": "random", "filters": dict.fromkeys(range(2, 8), 8),
+        "stem": {"conv": {"filters": 8}, "pool": {}, "blocks": [{"name": "s1", "level": 2, "type": "residual"}]},
+        "fusion": {"merge_unused_into_outputs": draw(st.booleans())},
+        "endpoints": {"min_level": 3, "max_level": 4},
+        "variants": {"v": {"endpoints_num_filters": 8, "block_repeats": draw(st.integers(1, 3))}},
+        "blocks": blocks,
+    })
+    return specgraph.plan(spec, input_size=256)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_random_plans())
+def test_layout_invariants_hold_for_random_specs(plan: specgraph.Plan) -> None:
+    drawn = (plan, _parse(specgraph.render_svg(plan)))
+    assert len(_by_class(drawn[1], "g", "edge")) == len(plan.edges)
+    test_node_boxes_never_overlap(drawn)
+    test_text_labels_never_overlap(drawn)
+    test_edge_labels_stay_outside_node_boxes(drawn)
+    test_edges_never_run_through_a_node(drawn)
+    test_rows_are_levels_with_strides(drawn)
+
+
 # ---------------------------------------------------------------- content
 
 
@@ -346,7 +388,7 @@ def test_dot_and_mermaid_structure() -> None:
     assert sorted(_dot_labels(dot).values()) == sorted(n.name for n in plan.nodes)
     assert "subgraph cluster_L3" in dot and "label=<L3 /8>" in dot
     mmd = specgraph.render_mermaid(plan)
-    assert mmd.splitlines()[1] == "flowchart LR"
+    assert mmd.splitlines()[0] == "flowchart LR"
     assert len(re.findall(r"^\s+n\d+ (-->|-\.->)", mmd, re.M)) == len(plan.edges)
     assert len(re.findall(r"^\s+n\d+ -\.->", mmd, re.M)) == sum(e.kind == "merge" for e in plan.edges)
     assert '|"\u2193\u00d74 conv+pool"|' in mmd
