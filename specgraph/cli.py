@@ -68,7 +68,7 @@ def _render(args: argparse.Namespace) -> int:
             return 0
         print(f"specgraph render: error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
     except OSError as exc:
-        print(f"specgraph render: error: cannot write {args.output}: {exc}", file=sys.stderr)
+        print(f"specgraph render: error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
     return 2
 
 
@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", default="640x640", help="input size HxW (default 640x640)")
     p.add_argument("--min-level", type=int, help="lowest endpoint level (default: the spec's)")
     p.add_argument("--max-level", type=int, help="highest endpoint level (default: the spec's)")
-    p.add_argument("--format", "-f", choices=("svg", "dot", "mermaid"), default="svg", help="default svg")
+    p.add_argument("--format", "-f", choices=("svg", "dot", "mermaid"), default="svg",
+                   help="svg (default), Graphviz dot or Mermaid text")
     p.add_argument("--output", "-o", help="write to this file (default: stdout)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(run=_render)
