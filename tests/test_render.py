@@ -421,6 +421,8 @@ def test_cli_render_writes_a_file_and_refuses_to_overwrite(tmp_path: Path,
     assert cli.main(["render", "spinenet", "--variant", "49", "-o", str(out), "--force"]) == 0
     assert out.read_text(encoding="utf-8") != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.svg"]
+    assert cli.main(["render", "spinenet", "-o", str(tmp_path / "missing" / "plan.svg")]) == 2
+    assert "cannot write" in capsys.readouterr().err
 
 
 def test_cli_render_spec_error_exits_2_and_writes_nothing(tmp_path: Path,
