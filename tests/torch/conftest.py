@@ -14,6 +14,9 @@ pytest.importorskip("specgraph_torch")
 
 import specgraph  # noqa: E402
 
+# The test machine is small and shared: extra intra-op threads only spin against each other.
+torch.set_num_threads(1)
+
 
 def randomize_keras(model: Any, seed: int = 0) -> None:
     """Non-trivial BN statistics and affine params, random biases (kernels keep their random init)."""
