@@ -225,4 +225,5 @@ class Spec(_Model):
             return None
         from ._planner import plan
 
-        return render_svg(plan(self))
+        # Jupyter shows the default variant, or the first one of a table without a default.
+        return render_svg(plan(self, self.default_variant or next(iter(self.variants))))
