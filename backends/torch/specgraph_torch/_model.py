@@ -111,6 +111,7 @@ class SpecgraphNet(nn.Module):
         # Plain-Python wiring so forward() is a static loop (traceable, exportable).
         self._wiring = [(n.name, n.kind, tuple(e.source for e in n.inputs)) for n in plan.nodes]
         self._outputs = tuple(plan.endpoints)
+        self.channels_last = False  # set by optimize_for_inference: inputs are converted on entry
 
     # --- construction -------------------------------------------------------------------
     def _chain(self, ops: Sequence[Conv | MaxPool | Upsample], level: int, where: str,
@@ -156,6 +157,8 @@ class SpecgraphNet(nn.Module):
     # --- forward ------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         image_hw = (images.shape[-2], images.shape[-1])
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         feats: dict[str, torch.Tensor] = {}
         for name, kind, sources in self._wiring:
             module = self.nodes[name]
