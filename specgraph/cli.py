@@ -1,4 +1,4 @@
-"""The ``specgraph`` command line: validate, plan, stats, render.
+"""The ``specgraph`` command line: validate, plan, stats, render, emit.
 
 Exit status: 0 on success, 2 on a spec error (message on stderr, no traceback).
 """
@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 
 from ._errors import SpecgraphError
+from ._files import write_new
 from ._loader import builtin_specs, load
 from ._planner import plan
 from ._stats import stats
@@ -60,55 +59,37 @@ def _render(args: argparse.Namespace) -> int:
     from ._render import render_dot, render_mermaid, render_svg
 
     text = {"svg": render_svg, "dot": render_dot, "mermaid": render_mermaid}[args.format](_planned(args))
+    return _output(args, text)
+
+
+def _emit(args: argparse.Namespace) -> int:
+    from ._codegen import emit
+
+    return _output(args, emit(_planned(args), args.backend))
+
+
+def _output(args: argparse.Namespace, text: str) -> int:
+    """Print ``text``, or write it to ``--output`` (all or nothing; no overwrite without ``--force``)."""
     if args.output is None:
         sys.stdout.write(text)
         return 0
     try:
-        if _write_new(args.output, text, args.force):
+        if write_new(args.output, text, args.force):
             return 0
-        print(f"specgraph render: error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
+        print(f"specgraph {args.command}: error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
     except OSError as exc:
-        print(f"specgraph render: error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"specgraph {args.command}: error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
     return 2
 
 
-def _write_new(path: str, text: str, force: bool) -> bool:
-    """Write ``text`` to a temp file beside ``path``, then move it in place: readers never see half a file.
-    Without ``force`` an existing file is kept and False returned."""
-    target = os.path.abspath(path)
-    if os.path.exists(target) and not force:
-        return False
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".specgraph-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it an ordinary file's mode
-        if force:
-            os.replace(tmp, target)
-            return True
-        try:
-            os.link(tmp, target)  # fails if the file appeared meanwhile, unlike a rename
-        except FileExistsError:
-            return False
-        except OSError:  # no hard links here
-            if os.path.exists(target):
-                return False
-            os.replace(tmp, target)
-        return True
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _add_plan_args(parser: argparse.ArgumentParser) -> None:
+def _add_plan_args(parser: argparse.ArgumentParser, json: bool = True) -> None:
     parser.add_argument("spec", help="spec file (.toml/.yaml/.json) or built-in name")
     parser.add_argument("--variant", "-v", help="variant name (default: the spec's default_variant)")
     parser.add_argument("--input", "-i", default="640x640", help="input size HxW (default 640x640)")
     parser.add_argument("--min-level", type=int, help="lowest endpoint level (default: the spec's)")
     parser.add_argument("--max-level", type=int, help="highest endpoint level (default: the spec's)")
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    if json:
+        parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,16 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_args(p)
     p.set_defaults(run=_stats)
     p = sub.add_parser("render", help="draw the plan: SVG (levels as rows, blocks in order), dot or Mermaid")
-    p.add_argument("spec", help="spec file (.toml/.yaml/.json) or built-in name")
-    p.add_argument("--variant", "-v", help="variant name (default: the spec's default_variant)")
-    p.add_argument("--input", "-i", default="640x640", help="input size HxW (default 640x640)")
-    p.add_argument("--min-level", type=int, help="lowest endpoint level (default: the spec's)")
-    p.add_argument("--max-level", type=int, help="highest endpoint level (default: the spec's)")
+    _add_plan_args(p, json=False)
     p.add_argument("--format", "-f", choices=("svg", "dot", "mermaid"), default="svg",
                    help="svg (default), Graphviz dot or Mermaid text")
     p.add_argument("--output", "-o", help="write to this file (default: stdout)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(run=_render)
+    p = sub.add_parser("emit", help="standalone model source that needs only torch (or only tensorflow)")
+    _add_plan_args(p, json=False)
+    p.add_argument("--backend", "-b", default="torch", help="torch (default) or tensorflow")
+    p.add_argument("--output", "-o", help="write to this file (default: stdout)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.set_defaults(run=_emit)
     p = sub.add_parser("list", help="list the built-in specs")
     p.set_defaults(run=lambda _args: print("\n".join(builtin_specs())) or 0)
     return parser

@@ -3,6 +3,7 @@
 ``specgraph.compile(plan, backend="torch", **options)`` calls :func:`compile` here.
 """
 
+from ._emit import emit
 from ._export import export, fold_batch_norm, optimize_for_inference, to_onnx
 from ._model import OPTIONS, FeatureInfo, ShapeSpec, SpecgraphNet, compile
 from ._weights import WeightsError, load_modelgarden_weights, modelgarden_kwargs, modelgarden_names
@@ -17,6 +18,7 @@ __all__ = [
     "WeightsError",
     "__version__",
     "compile",
+    "emit",
     "export",
     "fold_batch_norm",
     "load_modelgarden_weights",

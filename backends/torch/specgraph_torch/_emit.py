@@ -1,0 +1,104 @@
+"""Standalone PyTorch source for a plan: the template mirrors this backend's module layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jinja2
+
+from specgraph import BackendError, Conv, MaxPool, Node, Plan, Unit, Upsample
+from specgraph._codegen import Namespace, render_template
+
+__all__ = ["emit"]
+
+# Identifiers the generated module defines itself; spec names must not shadow them.
+_MODULE_NAMES = {"math", "torch", "F", "nn", "ACTIVATION", "SPEC_NAMES", "NORM_MOMENTUM", "NORM_EPSILON",
+                 "same_padding", "pad_same", "hard_sigmoid", "Activation", "variance_scaling_", "ConvNormAct",
+                 "MaxPoolSame", "UpsampleNearest", "OpChain", "StochasticDepth", "Bottleneck", "Residual",
+                 "SqueezeExcitation", "MBConv", "Block", "images", "hw", "nodes", "self", "rate"}
+
+
+@dataclass(frozen=True)
+class _Line:
+    key: str
+    var: str
+    args: str
+    constructor: str
+    comment: str
+
+
+def _op(op: Conv | MaxPool | Upsample, level: int) -> tuple[str, int]:
+    if isinstance(op, Conv):
+        groups = f", groups={op.groups}" if op.groups != 1 else ""
+        flags = ("" if op.norm else ", norm=False") + ("" if op.activation else ", act=False")
+        return (f"ConvNormAct({op.in_channels}, {op.out_channels}, {op.kernel}, {op.stride}{groups}{flags})",
+                level + op.stride.bit_length() - 1)
+    if isinstance(op, MaxPool):
+        return f"MaxPoolSame({op.kernel}, {op.stride})", level + op.stride.bit_length() - 1
+    if isinstance(op, Upsample):
+        level -= op.factor.bit_length() - 1
+        return f"UpsampleNearest({op.factor}, {level})", level
+    raise BackendError(f"cannot emit op {type(op).__name__}")
+
+
+def _chain(ops: tuple, level: int) -> str:
+    parts = []
+    for op in ops:
+        text, level = _op(op, level)
+        parts.append(text)
+    return f"OpChain({', '.join(parts)})"
+
+
+def _unit(unit: Unit, drop: str) -> str:
+    if unit.type == "bottleneck":
+        return f"Bottleneck({unit.in_channels}, {unit.filters}, {unit.stride}, {unit.projection}, {drop})"
+    if unit.type == "residual":
+        return f"Residual({unit.in_channels}, {unit.filters}, {unit.stride}, {unit.projection}, {drop})"
+    expand = unit.expand_channels if unit.expand else 0
+    return (f"MBConv({unit.in_channels}, {unit.out_channels}, {unit.stride}, {expand}, {unit.se_channels}, "
+            f"{unit.residual}, {drop})")
+
+
+def _constructor(node: Node, levels: dict[str, int]) -> str:
+    if node.kind in ("stem", "endpoint"):
+        return _chain(node.ops, 0 if node.kind == "stem" else node.level)
+    drop = f"rate * {node.drop_fraction!r}" if node.kind == "block" and node.drop_fraction else "0.0"
+    pad = " " * 12
+    inputs = "".join(f"\n{pad}    {_chain(e.ops, levels[e.source])}," for e in node.inputs)
+    units = "".join(f"\n{pad}    {_unit(u, drop)}," for u in node.units)
+    return (f"Block(\n{pad}inputs=[{inputs}\n{pad}],\n{pad}units=[{units}\n{pad}],\n"
+            f"{pad}weighted={node.fusion == 'weighted'},\n{pad}fusion_act={node.fusion_activation},\n        )")
+
+
+def _comment(node: Node) -> str:
+    size = f"{node.size[0]}x{node.size[1]}"
+    kind = node.block_type or node.kind
+    parents = ", ".join(f"{e.source} ({e.describe()})" for e in node.inputs)
+    text = f"{node.kind} at level {node.level}, {node.channels} channels, {size} at the planned size; {kind}"
+    return (text + (f"; from {parents}" if parents else "")).replace("\n", " ")
+
+
+def emit(plan: Plan, header: dict[str, str]) -> str:
+    """One Python file defining ``nn.Module`` class for ``plan`` that needs only torch."""
+    names = Namespace(reserved=_MODULE_NAMES)
+    class_name = Namespace(reserved=_MODULE_NAMES).add(
+        "".join(part.capitalize() for part in f"{plan.spec_name}_{plan.variant}".replace("-", "_").split("_")))
+    names.add(class_name)
+    levels = {n.name: n.level for n in plan.nodes}
+    lines = []
+    for node in plan.nodes:
+        var = names.add(node.name)
+        if node.kind == "stem":
+            args = "images"
+        elif node.kind == "endpoint":
+            args = names[node.inputs[0].source]
+        else:
+            args = "[" + ", ".join(names[e.source] for e in node.inputs) + "]"
+        lines.append(_Line(node.name, var, args, _constructor(node, levels), _comment(node)))
+    loader = jinja2.PackageLoader("specgraph_torch", "templates")
+    return render_template(loader, "model.py.j2", {
+        "header": header, "class_name": class_name, "activation": plan.activation,
+        "norm_momentum": plan.norm_momentum, "norm_epsilon": plan.norm_epsilon,
+        "names": sorted((ident, name) for ident, name in names.origin.items() if ident != class_name),
+        "nodes": lines, "outputs": [(level, names[name]) for level, name in plan.endpoints],
+    })

@@ -1,0 +1,107 @@
+"""Shared machinery for emitting standalone model source: safe identifiers, jinja2 with
+``StrictUndefined``, a syntax check, and all-or-nothing writes.
+
+Each backend plugin owns its template (it mirrors the backend's module layout, so the
+emitted state dict equals the compiled model's) and exposes ``emit(plan, header) -> str``.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import keyword
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jinja2
+
+from ._errors import BackendError, SpecgraphError
+from ._plan import Plan
+
+__all__ = ["CodegenError", "Namespace", "emit", "header", "render_template"]
+
+
+class CodegenError(SpecgraphError):
+    """Emitted source failed to render or to parse, or cannot be written."""
+
+
+_RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins))
+
+
+class Namespace:
+    """One namespace of Python identifiers per emitted file.
+
+    ``add(name)`` returns a valid, unique identifier for a spec name: characters outside
+    ``[A-Za-z0-9_]`` become ``_``, a leading digit gets a prefix, keywords, builtins and
+    ``reserved`` names get a trailing ``_``, and collisions a numeric suffix. ``origin``
+    maps every identifier back to the spec name it came from.
+    """
+
+    def __init__(self, reserved: Iterable[str] = (), prefix: str = "") -> None:
+        self._taken: set[str] = set(_RESERVED) | set(reserved)
+        self._by_name: dict[str, str] = {}
+        self.origin: dict[str, str] = {}
+        self._prefix = prefix
+
+    def add(self, name: str) -> str:
+        if name in self._by_name:
+            return self._by_name[name]
+        base = self._prefix + re.sub(r"\W|^(?=\d)", "_", name, flags=re.ASCII)
+        base = re.sub(r"__+", "_", base) if base.strip("_") else "node"
+        if not base.isidentifier():
+            base = f"n_{base}"
+        ident = f"{base}_" if base in self._taken else base  # keywords, builtins: `class` -> `class_`
+        k = 1
+        while ident in self._taken:
+            k += 1
+            ident = f"{base}_{k}"
+        self._taken.add(ident)
+        self._by_name[name] = ident
+        self.origin[ident] = name
+        return ident
+
+    def __getitem__(self, name: str) -> str:
+        return self._by_name[name]
+
+
+def header(plan: Plan) -> dict[str, str]:
+    """What every emitted file records about its origin."""
+    from . import __version__
+
+    return {"spec": plan.spec_name, "variant": plan.variant, "plan_hash": plan.hash,
+            "specgraph_version": __version__,
+            "input_size": f"{plan.input_size[0]}x{plan.input_size[1]}",
+            "levels": f"{plan.min_level}..{plan.max_level}"}
+
+
+def render_template(loader: jinja2.BaseLoader, name: str, context: Mapping[str, Any]) -> str:
+    """Render ``name`` with ``StrictUndefined`` and check the result parses as Python."""
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters["pystr"] = repr  # spec text enters code only as Python string literals...
+    env.filters["doc"] = _docstring_text  # ...or escaped inside docstrings and comments
+    try:
+        text = env.get_template(name).render(**context)
+    except jinja2.TemplateError as exc:
+        raise CodegenError(f"template {name}: {exc}") from exc
+    try:
+        ast.parse(text)
+    except SyntaxError as exc:
+        raise CodegenError(f"template {name} produced invalid Python at line {exc.lineno}: {exc.msg}") from exc
+    return text
+
+
+def _docstring_text(value: object) -> str:
+    """Text safe inside a triple-quoted docstring or a comment: escapes, no quotes, one line."""
+    return repr(str(value))[1:-1].replace('"', '\\"')
+
+
+def emit(plan: Plan, backend: str = "torch") -> str:
+    """Standalone source of ``plan`` for ``backend`` (the backend plugin's ``emit``)."""
+    from ._backends import get_backend
+
+    plugin = get_backend(backend)
+    if not callable(getattr(plugin, "emit", None)):
+        raise BackendError(f"backend {backend!r} cannot emit source (it has no emit(plan, header))")
+    return plugin.emit(plan, header(plan))
