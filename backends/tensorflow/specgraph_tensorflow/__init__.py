@@ -3,7 +3,8 @@
 ``specgraph.compile(plan_or_spec, backend="tensorflow", **options)`` calls :func:`compile`.
 """
 
-from ._model import OPTIONS, SpecgraphModel, compile
+from ._model import OPTIONS, SpecgraphModel, build, compile
+from .deploy import export_saved_model, serving_function, to_tflite
 from .weights import WeightMismatchError, export_npz, load_weights, weights_dict
 
 __version__ = "0.1.0"
@@ -13,8 +14,12 @@ __all__ = [
     "SpecgraphModel",
     "WeightMismatchError",
     "__version__",
+    "build",
     "compile",
     "export_npz",
+    "export_saved_model",
     "load_weights",
+    "serving_function",
+    "to_tflite",
     "weights_dict",
 ]

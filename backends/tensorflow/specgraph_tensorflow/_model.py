@@ -15,7 +15,7 @@ from ._build import build_graph
 from ._layers import LayerOptions, activation_fn
 from ._plan_io import plan_from_dict
 
-__all__ = ["OPTIONS", "SpecgraphModel", "compile"]
+__all__ = ["OPTIONS", "SpecgraphModel", "build", "compile"]
 
 OPTIONS = ("spec", "input_shape", "input_specs", "min_level", "max_level", "activation", "stochastic_depth_drop_rate",
            "norm_momentum", "norm_epsilon", "use_sync_bn", "kernel_initializer", "kernel_regularizer",
@@ -164,3 +164,13 @@ def compile(plan: Plan, **options: Any) -> SpecgraphModel:  # noqa: A001 - the b
     spec = options.pop("spec", None)
     spec = _as_spec(spec) if spec is not None else _recover_spec(plan)
     return SpecgraphModel(plan, spec=spec, **options)
+
+
+def build(spec: Spec | Mapping[str, Any] | str, variant: str | None = None,
+          input_size: int | Sequence[int] | str = (640, 640), min_level: int | None = None,
+          max_level: int | None = None, **options: Any) -> SpecgraphModel:
+    """Plan ``spec`` (a Spec, a dict, a built-in name or a spec file) and compile it, keeping the spec for
+    ``get_config`` (``specgraph.compile`` hands backends the plan only)."""
+    spec = _as_spec(spec)
+    plan = specgraph.plan(spec, variant, input_size, min_level, max_level)
+    return compile(plan, spec=spec, **options)
