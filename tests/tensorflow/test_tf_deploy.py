@@ -24,15 +24,13 @@ def _randomize(model, seed):
             v.assign(rng.normal(0.0, 0.1, v.shape))
 
 
-@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 def test_tflite_mobile_49_matches_keras(make_images):
     model = specgraph.compile("spinenet_mobile", backend="tensorflow", variant="49", input_size=(256, 256))
     _randomize(model, seed=3)
-    flatbuffer = sgt.to_tflite(model, (192, 256))
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-    runner = interpreter.get_signature_runner("serving_default")
+    lite = sgt.to_tflite(model, (192, 256))
     x = make_images(1, 192, 256, seed=9)
-    got = runner(images=x)
+    got = lite.run(x)
     ref = {k: v.numpy() for k, v in model(x, training=False).items()}
     assert sorted(got) == sorted(ref) == ["3", "4", "5", "6", "7"]
     for level in ref:

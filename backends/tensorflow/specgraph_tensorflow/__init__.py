@@ -4,7 +4,7 @@
 """
 
 from ._model import OPTIONS, SpecgraphModel, build, compile
-from .deploy import export_saved_model, serving_function, to_tflite
+from .deploy import TFLiteModel, export_saved_model, serving_function, to_tflite
 from .weights import WeightMismatchError, export_npz, load_weights, weights_dict
 
 __version__ = "0.1.0"
@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "OPTIONS",
     "SpecgraphModel",
+    "TFLiteModel",
     "WeightMismatchError",
     "__version__",
     "build",

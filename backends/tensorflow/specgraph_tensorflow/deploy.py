@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-__all__ = ["export_saved_model", "serving_function", "to_tflite"]
+__all__ = ["TFLiteModel", "export_saved_model", "serving_function", "to_tflite"]
 
 
 def serving_function(model: Any, input_shape: Sequence[int | None] | None = None,
@@ -27,9 +28,31 @@ def export_saved_model(model: Any, path: str | os.PathLike[str]) -> None:
                signatures={"serving_default": serving_function(model)})
 
 
-def to_tflite(model: Any, input_size: Sequence[int], *, batch: int = 1, optimizations: Sequence[Any] = ()) -> bytes:
-    """Convert for a fixed ``(H, W)`` input; outputs are keyed by level in the ``serving_default`` signature."""
+@dataclass(frozen=True)
+class TFLiteModel:
+    """A TFLite flatbuffer and which output tensor holds which level."""
+
+    content: bytes
+    levels: dict[str, str]  # output tensor name -> level key
+
+    def run(self, images: Any) -> dict[str, Any]:
+        """Run in the TFLite interpreter: ``{level: array}``."""
+        interpreter = tf.lite.Interpreter(model_content=self.content)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
+        interpreter.invoke()
+        return {self.levels[d["name"]]: interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()}
+
+
+def to_tflite(model: Any, input_size: Sequence[int], *, batch: int = 1,
+              optimizations: Sequence[Any] = ()) -> TFLiteModel:
+    """Convert for a fixed ``(H, W)`` input (TFLite wants static shapes)."""
     fn = serving_function(model, (*input_size, model.input_shape[-1]), batch=batch)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+    # Converting the frozen function directly; passing the Keras model as trackable makes the
+    # converter save it as a SavedModel first, which is many times slower.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     converter.optimizations = list(optimizations)
-    return converter.convert()
+    flat = tf.nest.flatten(fn.structured_outputs)
+    keys = sorted(fn.structured_outputs)  # nest.flatten orders a dict by key
+    levels = {t.name.split(":")[0]: k for t, k in zip(flat, keys, strict=True)}
+    return TFLiteModel(converter.convert(), levels)
