@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install -q -c constraints.txt
 
-.PHONY: demo test test-quick lint bench clean
+.PHONY: demo test test-quick lint bench bench-plan clean
 
 $(BIN)/specgraph: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ $(VENV)/.test-deps: $(BIN)/specgraph requirements-test.txt $(BACKENDS)
 	$(foreach b,$(BACKENDS),$(PIP) --no-deps -e $(dir $(b)) &&) true
 	touch $@
 
-demo: $(BIN)/specgraph
+$(VENV)/.torch: $(BIN)/specgraph backends/torch/pyproject.toml
+	$(PIP) torch
+	$(PIP) --no-deps -e backends/torch
+	touch $@
+
+demo: $(VENV)/.torch
 	$(BIN)/python examples/quickstart.py
 
 test: $(VENV)/.test-deps
@@ -34,7 +39,11 @@ test-quick: $(VENV)/.test-deps
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 
-bench: $(BIN)/specgraph
+bench: $(VENV)/.test-deps
+	$(PIP) -r benchmarks/requirements.txt
+	$(BIN)/python benchmarks/run.py
+
+bench-plan: $(BIN)/specgraph
 	$(BIN)/python benchmarks/bench_plan.py
 
 clean:

@@ -1,0 +1,207 @@
+"""The benchmark suite: specgraph against Model Garden on the machine at hand.
+
+    make bench                       # everything on the CPU, writes docs/benchmarks.md + docs/benchmarks/*.png
+    python benchmarks/run.py --quick # fewer cases, for a look
+    python benchmarks/run.py --device cuda   # the GPU section (skips when there is no GPU)
+
+Every measurement runs in its own process (``benchmarks/_worker.py``) with the same
+thread settings; contenders are interleaved case by case, and every figure is quoted as
+a ratio against Model Garden measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import specgraph
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "benchmarks" / "_worker.py"
+DOCS = ROOT / "docs"
+
+BIG = [("spinenet", "49S", 640), ("spinenet", "49", 640), ("spinenet", "96", 640)]
+MOBILE = [("mobile", v, s) for s in (384, 512) for v in ("49XS", "49S", "49")]
+LATENCY = ["modelgarden", "tf", "tf-xla", "torch-eager", "torch-opt"]
+FAMILY = {"spinenet": "spinenet", "mobile": "spinenet_mobile"}
+
+
+def work(task: str, contender: str, family: str = "spinenet", variant: str = "49", size: int = 640,
+         batch: int = 1, runs: int = 10, threads: int = 2, timeout: int = 1800) -> dict:
+    cmd = [sys.executable, str(WORKER), task, "--contender", contender, "--family", family, "--variant", variant,
+           "--size", str(size), "--batch", str(batch), "--runs", str(runs), "--threads", str(threads)]
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
+    if proc.returncode != 0 or line is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        print(f"  ! {task} {contender} {family}-{variant}@{size} b{batch} failed: {' | '.join(tail)}", flush=True)
+        return {"error": " | ".join(tail)}
+    result = json.loads(line)
+    print(f"  {task:8} {contender:12} {family}-{variant}@{size} b{batch}: "
+          f"{ {k: round(v, 2) for k, v in result.items() if k.endswith(('_ms', '_s', 'gflops', '_mb', '_per_s'))} } "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return result
+
+
+def gmacs(family: str, variant: str, size: int) -> float:
+    plan = specgraph.plan(specgraph.load(FAMILY[family]), variant, (size, size))
+    return specgraph.stats(plan).macs / 1e9
+
+
+def ratio(value: float | None, reference: float | None) -> str:
+    return f"{value / reference:.2f}x" if value and reference else "n/a"
+
+
+def table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plot(path: Path, title: str, labels: list[str], series: dict[str, list[float | None]], ylabel: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, len(labels) * 1.3), 4))
+    width = 0.8 / max(len(series), 1)
+    for i, (name, values) in enumerate(series.items()):
+        xs = [j + i * width for j in range(len(labels))]
+        ax.bar(xs, [v or 0 for v in values], width, label=name)
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(labels))], labels, rotation=20, ha="right")
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run_cpu(args: argparse.Namespace) -> str:
+    cases = (BIG[:1] + MOBILE[:1]) if args.quick else BIG + MOBILE
+    batches = [1] if args.quick else [1, 8]
+    runs = args.runs
+    out: list[str] = []
+
+    print("ceiling", flush=True)
+    ceil = {fw: work("ceiling", fw, threads=args.threads) for fw in ("torch", "tf")}
+
+    print("planning", flush=True)
+    plan_proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_plan.py"), "--repeats", "20"],
+                               capture_output=True, text=True, timeout=600)
+
+    print("latency", flush=True)
+    lat: dict[tuple, dict[str, dict]] = {}
+    for family, variant, size in cases:
+        for batch in batches:
+            key = (family, variant, size, batch)
+            lat[key] = {c: work("latency", c, family, variant, size, batch, runs, args.threads) for c in LATENCY}
+
+    print("build", flush=True)
+    build_cases = [("spinenet", "49", 640), ("mobile", "49", 384)] if not args.quick else [("spinenet", "49", 640)]
+    builds = {case: {c: work("build", c, case[0], case[1], case[2], threads=args.threads)
+                     for c in ("modelgarden", "tf", "torch")} for case in build_cases}
+
+    print("training step", flush=True)
+    train = {c: work("train", c, "spinenet", "49S", 384, 2, max(5, runs // 2), args.threads)
+             for c in ("modelgarden", "tf", "torch")}
+
+    out.append(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, "
+               f"{args.threads} threads per contender. Ratios < 1 mean faster than Model Garden.\n")
+    out.append("## Machine ceiling (3x3 conv 1x128x128x256 -> 256, same run)\n")
+    out.append(table(["framework", "GFLOP/s (median)", "best"],
+                     [(fw, f"{r.get('gflops', 0):.1f}", f"{r.get('best_gflops', 0):.1f}") for fw, r in ceil.items()]))
+
+    out.append("\n\n## Planning (`specgraph.plan`, warm = spec already loaded)\n")
+    out.append("```\n" + plan_proc.stdout.strip() + "\n```")
+
+    out.append("\n\n## Inference latency, float32, median of "
+               f"{runs} runs after warm-up (ratio to Model Garden, same run)\n")
+    rows = []
+    for (family, variant, size, batch), res in lat.items():
+        ref = res["modelgarden"].get("median_ms")
+        macs = gmacs(family, variant, size) * batch
+        cells = [f"{'SpineNet' if family == 'spinenet' else 'Mobile'}-{variant}", size, batch,
+                 f"{ref:.1f}" if ref else "n/a"]
+        for c in LATENCY[1:]:
+            ms = res[c].get("median_ms")
+            cells.append(f"{ms:.1f} ({ratio(ms, ref)})" if ms else "failed")
+        fw_ceiling = ceil["torch"].get("gflops")
+        best = res["torch-opt"].get("median_ms")
+        cells.append(f"{2 * macs / (best / 1e3):.0f} / {fw_ceiling:.0f}" if best and fw_ceiling else "n/a")
+        cells.append(f"{2 * macs / (ref / 1e3):.0f}" if ref else "n/a")
+        rows.append(cells)
+    out.append(table(["model", "input", "batch", "Model Garden ms", "specgraph TF ms", "TF XLA ms",
+                      "torch eager ms", "torch optimised ms", "torch opt GFLOP/s / ceiling", "MG GFLOP/s"], rows))
+
+    labels = [f"{'SN' if f == 'spinenet' else 'M'}-{v}@{s} b{b}" for (f, v, s, b) in lat]
+    plot(DOCS / "benchmarks" / "latency_ratio.png", "Latency relative to Model Garden (lower is faster)", labels,
+         {c: [(r[c].get("median_ms") or 0) / (r["modelgarden"].get("median_ms") or 1) for r in lat.values()]
+          for c in LATENCY[1:]}, "time / Model Garden")
+    out.append("\n\n![latency ratios](benchmarks/latency_ratio.png)\n")
+
+    out.append("\n## Build time (fresh process, after a warm-up build)\n")
+    rows = []
+    for (family, variant, size), res in builds.items():
+        ref = res["modelgarden"].get("build_s")
+        cells = [f"{res[c].get('build_s', 0):.2f} ({ratio(res[c].get('build_s'), ref)})" for c in ("tf", "torch")]
+        rows.append([f"{family}-{variant}@{size}", f"{ref:.2f}" if ref else "n/a", *cells])
+    out.append(table(["model", "Model Garden s", "specgraph TF s", "specgraph torch s"], rows))
+
+    out.append("\n\n## Training step (SpineNet-49S, batch 2, 384x384: forward + backward + SGD)\n")
+    ref = train["modelgarden"]
+    out.append(table(["contender", "step ms", "ratio", "peak RSS MB", "RSS ratio"],
+                     [(c, f"{r.get('median_ms', 0):.0f}", ratio(r.get("median_ms"), ref.get("median_ms")),
+                       f"{r.get('peak_rss_mb', 0):.0f}", ratio(r.get("peak_rss_mb"), ref.get("peak_rss_mb")))
+                      for c, r in train.items()]))
+    raw = {"ceiling": ceil, "latency": {str(k): v for k, v in lat.items()},
+           "build": {str(k): v for k, v in builds.items()}, "train": train}
+    (DOCS / "benchmarks" / "raw.json").write_text(json.dumps(raw, indent=1))
+    return "\n".join(out)
+
+
+def run_gpu(args: argparse.Namespace) -> str:
+    out = ["## GPU (bf16)\n"]
+    rows = []
+    for variant in ("49", "96"):
+        res = {c: work("gpu", c, "spinenet", variant, 640, 8, args.runs, args.threads) for c in ("torch", "tf")}
+        if all("skipped" in r for r in res.values()):
+            return "## GPU\n\nNo GPU on this machine: " + "; ".join(r["skipped"] for r in res.values()) + ".\n"
+        rows.append([f"SpineNet-{variant}@640 b8"] + [f"{r.get('images_per_s', 0):.1f}" if "images_per_s" in r
+                                                     else r.get("skipped", r.get("error", "?")) for r in res.values()])
+    out.append(table(["model", "torch bf16 + channels_last + torch.compile img/s", "TF mixed_bfloat16 + XLA img/s"],
+                     rows))
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true", help="one big and one mobile case, batch 1")
+    parser.add_argument("--runs", type=int, default=10, help="timed runs per measurement (>= 10 for the report)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--output", default=str(DOCS / "benchmarks.md"))
+    args = parser.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M")
+    body = run_gpu(args) if args.device == "cuda" else run_cpu(args)
+    text = f"# Benchmarks\n\nMeasured {started} by `python benchmarks/run.py{' --quick' if args.quick else ''}" \
+           f" --device {args.device}`.\n\n{body}\n"
+    Path(args.output).write_text(text)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
