@@ -15,6 +15,10 @@ import tf_keras
 
 __all__ = ["ConvNorm", "Fuse", "LayerOptions", "StochasticDepth", "Upsample", "activation_fn", "hard_sigmoid"]
 
+# Calls hold no tensor-dependent Python control flow; skipping autograph makes building faster.
+_no_autograph = tf.autograph.experimental.do_not_convert
+# (The wrapper hides call signatures from Keras, which then passes ``training`` to every call.)
+
 # Model Garden's hard-sigmoid constant (not exactly 1/6); kept for numerical parity.
 HARD_SIGMOID_SCALE = 0.16667
 
@@ -89,6 +93,7 @@ class ConvNorm(tf_keras.layers.Layer):
             name="norm") if norm else None
         self.act = activation_fn(options.activation) if activation else None
 
+    @_no_autograph
     def call(self, x: tf.Tensor, training: Any = None) -> tf.Tensor:
         x = self.conv(x)
         if self.norm is not None:
@@ -123,7 +128,8 @@ class Upsample(tf_keras.layers.Layer):
         super().__init__(**kwargs)
         self.factor, self.level = factor, level
 
-    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+    @_no_autograph
+    def call(self, inputs: list[tf.Tensor], training: Any = None) -> tf.Tensor:
         x, image = inputs
         f = self.factor
         n, h, w, c = (_dim(x, i) for i in range(4))
@@ -158,7 +164,8 @@ class Fuse(tf_keras.layers.Layer):
                                                   trainable=True, dtype=tf.float32)
         super().build(input_shape)
 
-    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+    @_no_autograph
+    def call(self, inputs: list[tf.Tensor], training: Any = None) -> tf.Tensor:
         if self.method == "sum":
             x = tf.add_n(inputs)
         else:
@@ -177,6 +184,7 @@ class StochasticDepth(tf_keras.layers.Layer):
         super().__init__(**kwargs)
         self.rate = rate
 
+    @_no_autograph
     def call(self, x: tf.Tensor, training: Any = None) -> tf.Tensor:
         if not self.rate:
             return x

@@ -9,7 +9,15 @@ import tf_keras
 
 from specgraph import Unit
 
-from ._layers import ConvNorm, LayerOptions, StochasticDepth, _initializer, activation_fn, hard_sigmoid
+from ._layers import (
+    ConvNorm,
+    LayerOptions,
+    StochasticDepth,
+    _initializer,
+    _no_autograph,
+    activation_fn,
+    hard_sigmoid,
+)
 
 __all__ = ["BlockUnit", "SqueezeExcite", "make_unit"]
 
@@ -28,7 +36,8 @@ class SqueezeExcite(tf_keras.layers.Layer):
         self.reduce = conv(se_channels, "reduce")
         self.expand = conv(channels, "expand")
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
+    @_no_autograph
+    def call(self, x: tf.Tensor, training: Any = None) -> tf.Tensor:
         s = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
         s = hard_sigmoid(self.expand(tf.nn.relu(self.reduce(s))))
         return x * s
@@ -80,6 +89,7 @@ class BlockUnit(tf_keras.layers.Layer):
         # Keras tracks sublayers held in attributes; a plain dict attribute is tracked too.
         self.drop = StochasticDepth(drop_rate, name="drop") if drop_rate and self.residual else None
 
+    @_no_autograph
     def call(self, x: tf.Tensor, training: Any = None) -> tf.Tensor:
         shortcut = x
         if self.shortcut is not None:
