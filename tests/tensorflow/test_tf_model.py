@@ -123,3 +123,20 @@ def test_options_are_checked(mini):
     assert sorted(model.output_specs) == ["4", "5", "6", "7"]
     assert model.slots["endpoint_4/op0"].norm.epsilon == 1e-5
     assert isinstance(specgraph.get_backend("tensorflow").compile(plan), sgt.SpecgraphModel)
+
+
+def test_initializers_follow_model_garden(mobile_49xs):
+    slots = mobile_49xs.slots
+    conv = slots["stem/op0"].conv
+    assert type(conv.kernel_initializer).__name__ == "VarianceScaling"
+    assert conv.kernel_initializer.get_config() | {"seed": None} == {
+        "scale": 1.0, "mode": "fan_in", "distribution": "truncated_normal", "seed": None}
+    # Model Garden's resampling DepthwiseConv2D ignores kernel_initializer: Keras's default applies.
+    assert type(slots["sp1/in0/op0"].conv.depthwise_initializer).__name__ == "GlorotUniform"
+    # Inside blocks the depthwise kernel does get the model's initializer.
+    assert type(slots["sp1/unit0"].parts["depthwise"].conv.depthwise_initializer).__name__ == "VarianceScaling"
+    se = slots["sp1/unit0"].parts["se"]
+    assert not se.reduce.bias.numpy().any() and not se.expand.bias.numpy().any()
+    norm = slots["sp1/unit0"].parts["project"].norm
+    assert (norm.momentum, norm.epsilon) == (0.99, 0.001)
+    np.testing.assert_array_equal(norm.moving_variance.numpy(), 1.0)
