@@ -27,6 +27,10 @@ def _check_parity(mg, spec_name, variant, make_images, rel_diff, capsys):
     with capsys.disabled():
         print(f"\n{spec_name}-{variant} @ {H}x{W} max rel diff per level: {after}")
     assert all(d <= TOLERANCE for d in after.values()), after
+    # Training mode (batch statistics) agrees too; it also updates both models' moving stats alike.
+    train = rel_diff({k: v.numpy() for k, v in mg(x, training=True).items()},
+                     {k: v.numpy() for k, v in model(x, training=True).items()})
+    assert all(d <= TOLERANCE for d in train.values()), train
     return model
 
 
