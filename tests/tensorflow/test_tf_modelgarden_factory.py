@@ -55,7 +55,7 @@ def test_experiment_config_builds_and_trains_retinanet(registered):
     retinanet = model_factory.build_retinanet(input_specs, model_config, l2_regularizer=l2)
     backbone = retinanet.backbone
     assert isinstance(backbone, sgt.SpecgraphModel)
-    assert backbone.plan.variant == "49" and backbone._drop_rate == 0.2
+    assert backbone.plan.variant == "49" and backbone.stochastic_depth_drop_rate == 0.2
     assert backbone.get_config()["activation"] == "swish"  # from norm_activation, as Model Garden does
 
     reference = backbone_factory.build_backbone(

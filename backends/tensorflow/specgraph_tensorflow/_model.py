@@ -95,6 +95,10 @@ class SpecgraphModel(tf_keras.Model):
         return self._spec
 
     @property
+    def stochastic_depth_drop_rate(self) -> float:
+        return self._drop_rate
+
+    @property
     def output_specs(self) -> dict[str, tf.TensorShape]:
         """``{level: shape}`` like Model Garden backbones (decoders read it)."""
         return self._output_specs
