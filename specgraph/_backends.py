@@ -10,6 +10,7 @@ same way, in their package's ``pyproject.toml``::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -52,19 +53,35 @@ def compile(  # noqa: A001 - the public verb, like torch.compile
     backend: str = "torch",
     *,
     variant: str | None = None,
-    input_size: int | Sequence[int] | str = (640, 640),
+    input_size: int | Sequence[int] | str | None = None,
     min_level: int | None = None,
     max_level: int | None = None,
     **options: Any,
 ) -> Any:
-    """Lower a plan (or a spec / spec name, planned first) through ``backend``."""
+    """Lower a plan (or a spec / spec name, planned first) through ``backend``.
+
+    With a spec, ``variant``, ``input_size`` (default 640x640) and the levels choose the
+    plan, and a backend whose ``compile`` takes ``spec=`` receives the spec too (to keep
+    it, e.g. in a Keras config). With a plan, levels given must match it.
+    """
     from ._loader import load
     from ._planner import plan
 
+    spec = None
     if isinstance(plan_or_spec, str):
         plan_or_spec = load(plan_or_spec)
     if isinstance(plan_or_spec, Spec):
-        plan_or_spec = plan(plan_or_spec, variant, input_size, min_level, max_level)
-    elif not isinstance(plan_or_spec, Plan):
+        spec = plan_or_spec
+        plan_or_spec = plan(spec, variant, (640, 640) if input_size is None else input_size, min_level, max_level)
+    elif isinstance(plan_or_spec, Plan):
+        given = {"variant": variant, "min_level": min_level, "max_level": max_level}
+        wrong = [f"{k}={v!r} but the plan has {getattr(plan_or_spec, k)!r}" for k, v in given.items()
+                 if v is not None and v != getattr(plan_or_spec, k)]
+        if wrong:
+            raise BackendError(f"compile() options disagree with the plan: {'; '.join(wrong)}; plan the spec again")
+    else:
         raise BackendError(f"compile() takes a Plan, a Spec or a spec name, got {type(plan_or_spec).__name__}")
-    return get_backend(backend).compile(plan_or_spec, **options)
+    plugin = get_backend(backend)
+    if spec is not None and "spec" in inspect.signature(plugin.compile).parameters:
+        options.setdefault("spec", spec)
+    return plugin.compile(plan_or_spec, **options)

@@ -192,6 +192,24 @@ class Plan:
         data["hash"] = self.hash
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        """The inverse of ``to_dict()`` (e.g. from JSON); checks the stored hash when there is one."""
+        from ._errors import PlanError
+
+        try:
+            data = dict(data)
+            expected = data.pop("hash", None)
+            plan = cls(**{**data, "input_size": _pair(data["input_size"]),
+                          "nodes": tuple(_node_from(n) for n in data["nodes"]),
+                          "endpoints": tuple((str(k), str(v)) for k, v in data["endpoints"]),
+                          "pruned": tuple(data.get("pruned", ()))})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanError(f"not a plan dict: {exc}") from None
+        if expected is not None and plan.hash != expected:
+            raise PlanError("plan dict does not match its hash (edited, or from another specgraph version)")
+        return plan
+
     @cached_property
     def hash(self) -> str:
         """A stable content hash (sha256 of the canonical JSON of the plan)."""
@@ -225,3 +243,23 @@ class Plan:
         except ImportError:
             return None
         return render_svg(self)
+
+
+_OPS = {"conv": Conv, "maxpool": MaxPool, "upsample": Upsample}
+
+
+def _pair(value: object) -> Size:
+    a, b = value  # type: ignore[misc]
+    return (int(a), int(b))
+
+
+def _op_from(data: dict) -> Op:
+    data = dict(data)
+    return _OPS[data.pop("op")](**{**data, "size": _pair(data["size"])})
+
+
+def _node_from(data: dict) -> Node:
+    inputs = tuple(Edge(**{**e, "ops": tuple(_op_from(o) for o in e["ops"])}) for e in data["inputs"])
+    units = tuple(Unit(**{**u, "in_size": _pair(u["in_size"]), "size": _pair(u["size"])}) for u in data["units"])
+    return Node(**{**data, "size": _pair(data["size"]), "inputs": inputs,
+                   "ops": tuple(_op_from(o) for o in data["ops"]), "units": units})

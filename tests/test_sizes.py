@@ -62,3 +62,17 @@ def test_plan_is_immutable_and_hash_is_stable() -> None:
         a.variant = "96"  # type: ignore[misc]
     with pytest.raises(AttributeError):
         a.nodes[0].level = 3  # type: ignore[misc]
+
+
+def test_plan_round_trips_through_json() -> None:
+    import json
+
+    plan = specgraph.plan(specgraph.load("spinenet_lite"), "M", (250, 333), min_level=3)
+    again = specgraph.Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again == plan and again.hash == plan.hash
+    edited = plan.to_dict()
+    edited["nodes"][3]["channels"] += 1
+    with pytest.raises(specgraph.PlanError, match="does not match its hash"):
+        specgraph.Plan.from_dict(edited)
+    with pytest.raises(specgraph.PlanError, match="not a plan dict"):
+        specgraph.Plan.from_dict({"nodes": []})

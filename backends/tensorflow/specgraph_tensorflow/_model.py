@@ -13,7 +13,6 @@ from specgraph import BackendError, Plan, Spec
 
 from ._build import build_graph
 from ._layers import LayerOptions, activation_fn
-from ._plan_io import plan_from_dict
 
 __all__ = ["OPTIONS", "SpecgraphModel", "build", "compile"]
 
@@ -137,7 +136,7 @@ class SpecgraphModel(tf_keras.Model):
             spec = specgraph.load(spec_data)
             plan = specgraph.plan(spec, variant, input_size, lo, hi, channels)
         elif plan_data is not None:
-            spec, plan = None, plan_from_dict(plan_data)
+            spec, plan = None, Plan.from_dict(plan_data)
         else:
             raise BackendError("config has neither a spec nor a plan")
         if config.get("kernel_initializer") is not None:
@@ -148,8 +147,10 @@ class SpecgraphModel(tf_keras.Model):
         return cls(plan, spec=spec, **config)
 
 
-def compile(plan: Plan, **options: Any) -> SpecgraphModel:  # noqa: A001 - the backend protocol's name
-    """Lower ``plan`` to a :class:`SpecgraphModel`. Options follow Model Garden's SpineNet builder."""
+def compile(plan: Plan, *, spec: Spec | Mapping[str, Any] | str | None = None,  # noqa: A001 - the protocol's name
+            **options: Any) -> SpecgraphModel:
+    """Lower ``plan`` to a :class:`SpecgraphModel`. Options follow Model Garden's SpineNet builder;
+    ``spec`` (passed by ``specgraph.compile`` when it planned a spec) is kept in the model's config."""
     if not isinstance(plan, Plan):
         raise BackendError(f"the tensorflow backend compiles a Plan, got {type(plan).__name__}")
     unknown = sorted(set(options) - set(OPTIONS))
@@ -165,7 +166,6 @@ def compile(plan: Plan, **options: Any) -> SpecgraphModel:  # noqa: A001 - the b
         if options.get("input_shape") is not None:
             raise BackendError("give input_shape or input_specs, not both")
         options["input_shape"] = tuple(input_specs.shape[1:])
-    spec = options.pop("spec", None)
     spec = _as_spec(spec) if spec is not None else _recover_spec(plan)
     return SpecgraphModel(plan, spec=spec, **options)
 
