@@ -107,6 +107,8 @@ def test_levels_replan_a_spec_and_must_match_a_plan(plan_49s):
     with pytest.raises(specgraph.BackendError, match="min_level"):
         specgraph_torch.compile(plan_49s, min_level=4)
     specgraph_torch.compile(plan_49s, min_level=3, max_level=7)  # agreeing is fine
+    with pytest.raises(specgraph.BackendError, match="max_level"):
+        specgraph.compile(plan_49s, backend="torch", max_level=6)
 
 
 def test_bad_options(plan_49s):
