@@ -9,13 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("specgraph_torch")
+import specgraph
 
-import specgraph  # noqa: E402
-
-# The test machine is small and shared: extra intra-op threads only spin against each other.
-torch.set_num_threads(1)
+try:
+    import specgraph_torch  # noqa: F401
+    import torch
+except ImportError:  # no torch backend installed: skip this directory instead of failing collection
+    collect_ignore_glob = ["test_*.py"]
+else:
+    # The test machine is small and shared: extra intra-op threads only spin against each other.
+    torch.set_num_threads(1)
 
 
 def randomize_keras(model: Any, seed: int = 0) -> None:
