@@ -5,6 +5,7 @@
 
 from ._emit import emit
 from ._export import export, fold_batch_norm, optimize_for_inference, to_onnx
+from ._interop import load_structural, structural_name, to_structural
 from ._model import OPTIONS, FeatureInfo, ShapeSpec, SpecgraphNet, compile
 from ._weights import WeightsError, load_modelgarden_weights, modelgarden_kwargs, modelgarden_names
 
@@ -22,8 +23,11 @@ __all__ = [
     "export",
     "fold_batch_norm",
     "load_modelgarden_weights",
+    "load_structural",
     "modelgarden_kwargs",
     "modelgarden_names",
     "optimize_for_inference",
+    "structural_name",
     "to_onnx",
+    "to_structural",
 ]

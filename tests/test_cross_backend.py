@@ -1,0 +1,115 @@
+"""The same weights in the torch and TensorFlow backends give the same outputs.
+
+Weights travel through the shared layout (``specgraph_torch.to_structural`` /
+``load_structural`` and ``specgraph_tensorflow.weights_dict`` / ``load_weights``), in
+both directions, on SpineNet-49S, Mobile-49XS and random specs from hypothesis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import specgraph
+from specgraph.testing import valid_specs
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("tensorflow")
+specgraph_torch = pytest.importorskip("specgraph_torch")
+specgraph_tensorflow = pytest.importorskip("specgraph_tensorflow")
+
+pytestmark = pytest.mark.slow
+TOLERANCE = 1e-4
+
+
+def _torch_model(plan: specgraph.Plan, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = specgraph.compile(plan, backend="torch").eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+        for name, p in model.named_parameters():
+            if name.endswith("fusion_weights"):
+                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
+    return model
+
+
+def _gap(reference: np.ndarray, other: np.ndarray) -> float:
+    """max |delta| / max |reference| (0 when they are equal, e.g. both all-zero after a ReLU)."""
+    assert reference.shape == other.shape
+    delta = float(np.abs(reference - other).max())
+    return 0.0 if delta == 0.0 else delta / float(np.abs(reference).max())
+
+
+def _relative_gap(torch_out: dict, tf_out: dict) -> dict[str, float]:
+    assert set(torch_out) == set(tf_out)
+    return {level: _gap(t.detach().numpy().transpose(0, 2, 3, 1), np.asarray(tf_out[level]))
+            for level, t in torch_out.items()}
+
+
+def _both_ways(plan: specgraph.Plan, size: tuple[int, int], seed: int = 0) -> tuple[dict, dict]:
+    torch_model = _torch_model(plan, seed)
+    tf_model = specgraph.compile(plan, backend="tensorflow")
+    images = np.random.default_rng(seed).standard_normal((2, 3, *size)).astype(np.float32)
+    with torch.no_grad():
+        reference = torch_model(torch.from_numpy(images))
+    # torch -> TensorFlow
+    specgraph_tensorflow.load_weights(tf_model, specgraph_torch.to_structural(torch_model))
+    forward = _relative_gap(reference, tf_model(images.transpose(0, 2, 3, 1), training=False))
+    # TensorFlow -> torch, into a differently initialised model
+    fresh = _torch_model(plan, seed + 1)
+    tf_weights = {k: v.numpy() for k, v in specgraph_tensorflow.weights_dict(tf_model).items()}
+    specgraph_torch.load_structural(fresh, tf_weights)
+    with torch.no_grad():
+        back = fresh(torch.from_numpy(images))
+    backward = {k: _gap(reference[k].numpy(), back[k].numpy()) for k in reference}
+    return forward, backward
+
+
+@pytest.mark.parametrize(("family", "variant"), [("spinenet", "49S"), ("spinenet_mobile", "49XS")])
+def test_builtin_variants_agree(family: str, variant: str) -> None:
+    plan = specgraph.plan(specgraph.load(family), variant, (128, 192))
+    forward, backward = _both_ways(plan, (128, 192))
+    assert max(forward.values()) <= TOLERANCE, forward
+    assert max(backward.values()) <= TOLERANCE, backward
+
+
+def test_shared_layout_names_every_weight_once() -> None:
+    plan = specgraph.plan(specgraph.load("spinenet_lite"), "S", 64)
+    torch_names = set(specgraph_torch.to_structural(specgraph.compile(plan, backend="torch")))
+    tf_names = set(specgraph_tensorflow.weights_dict(specgraph.compile(plan, backend="tensorflow")))
+    assert torch_names == tf_names
+    assert "lite9/fuse/weights" in torch_names and "lite9/in2/op2/moving_variance" in torch_names
+
+
+def test_mismatched_layout_is_listed_and_nothing_loads() -> None:
+    plan = specgraph.plan(specgraph.load("spinenet_mobile"), "49XS", 64)
+    model = specgraph.compile(plan, backend="torch")
+    arrays = specgraph_torch.to_structural(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    arrays = {k: np.zeros_like(v) for k, v in arrays.items()}
+    del arrays["sp3/in0/op0/kernel"]
+    arrays["sp14/unit0/project/kernel"] = np.zeros((1, 1, 3, 3), np.float32)
+    arrays["nonesuch/op0/kernel"] = np.zeros(3, np.float32)
+    with pytest.raises(specgraph.BackendError) as info:
+        specgraph_torch.load_structural(model, arrays)
+    message = str(info.value)
+    assert "missing: sp3/in0/op0/kernel" in message and "extra: nonesuch/op0/kernel" in message
+    assert "shape: sp14/unit0/project/kernel" in message
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(valid_specs(), st.tuples(st.integers(20, 96), st.integers(20, 96)), st.integers(0, 1000))
+def test_random_specs_agree(data, size, seed) -> None:
+    plan = specgraph.plan(specgraph.load(data), input_size=size)
+    forward, backward = _both_ways(plan, size, seed)
+    assert max(forward.values()) <= TOLERANCE, forward
+    assert max(backward.values()) <= TOLERANCE, backward
