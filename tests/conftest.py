@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+# torchvision 0.29 segfaults when it is imported after tensorflow 2.20 in one process;
+# imported first, both work. The suite collects TF tests before torchvision's.
+with contextlib.suppress(ImportError):
+    import torchvision  # noqa: F401
 
 
 def mini_spec() -> dict[str, Any]:
