@@ -29,6 +29,7 @@ DOCS = ROOT / "docs"
 
 BIG = [("spinenet", "49S", 640), ("spinenet", "49", 640), ("spinenet", "96", 640)]
 MOBILE = [("mobile", v, s) for s in (384, 512) for v in ("49XS", "49S", "49")]
+BATCH8 = [("spinenet", "49S", 640), ("mobile", "49", 384)]  # batch 8 on these unless --full
 LATENCY = ["modelgarden", "tf", "tf-xla", "torch-eager", "torch-opt"]
 FAMILY = {"spinenet": "spinenet", "mobile": "spinenet_mobile"}
 
@@ -92,8 +93,12 @@ def plot(path: Path, title: str, labels: list[str], series: dict[str, list[float
 
 def run_cpu(args: argparse.Namespace) -> str:
     cases = (BIG[:1] + MOBILE[:1]) if args.quick else BIG + MOBILE
-    batches = [1] if args.quick else [1, 8]
     runs = args.runs
+
+    def batches(case: tuple) -> list[int]:
+        if args.quick:
+            return [1]
+        return [1, 8] if args.full or case in BATCH8 else [1]
     out: list[str] = []
 
     print("ceiling", flush=True)
@@ -106,7 +111,7 @@ def run_cpu(args: argparse.Namespace) -> str:
     print("latency", flush=True)
     lat: dict[tuple, dict[str, dict]] = {}
     for family, variant, size in cases:
-        for batch in batches:
+        for batch in batches((family, variant, size)):
             key = (family, variant, size, batch)
             lat[key] = {c: work("latency", c, family, variant, size, batch, runs, args.threads) for c in LATENCY}
 
@@ -191,14 +196,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="one big and one mobile case, batch 1")
+    parser.add_argument("--full", action="store_true", help="batch 8 for every case (about an hour on 2 cores)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per measurement (>= 10 for the report)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--output", default=str(DOCS / "benchmarks.md"))
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M")
     body = run_gpu(args) if args.device == "cuda" else run_cpu(args)
-    text = f"# Benchmarks\n\nMeasured {started} by `python benchmarks/run.py{' --quick' if args.quick else ''}" \
-           f" --device {args.device}`.\n\n{body}\n"
+    flags = "".join(f" --{f}" for f in ("quick", "full") if getattr(args, f))
+    command = f"python benchmarks/run.py{flags} --device {args.device}"
+    text = f"# Benchmarks\n\nMeasured {started} by `{command}`.\n\n{body}\n"
     Path(args.output).write_text(text)
     print(f"wrote {args.output}")
 
