@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import tensorflow as tf
@@ -13,21 +14,48 @@ from ._layers import ConvNorm, Fuse, LayerOptions
 from ._layers import Upsample as UpsampleLayer
 from ._units import make_unit
 
-__all__ = ["build_graph"]
+__all__ = ["build_graph", "layer_names"]
 
 # Model Garden initialises the resampling depthwise kernels with Keras's default.
 RESAMPLE_DEPTHWISE_INIT = "glorot_uniform"
 
 
+# What TensorFlow accepts as a (root) name scope, less "/", "\\" and ">" (a layer name is a scope).
+_VALID_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.-]*")
+
+
+def layer_names(plan: Plan) -> dict[str, str]:
+    """Node name -> the prefix of its Keras layer names (``{prefix}_unit0``, ``{prefix}_in0_op1``...).
+
+    A name TensorFlow accepts is kept as it is; any other (``</svg>``, ``a<b``) has its other
+    characters replaced by ``_`` and a numeric suffix where that collides with another node's prefix.
+    The emitter names its layers from this map too, so both models have the same layer names.
+    """
+    names = {node.name: node.name for node in plan.nodes if _VALID_NAME.fullmatch(node.name)}
+    taken = set(names.values())
+    for node in plan.nodes:
+        if node.name in names:
+            continue
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", node.name)
+        base = base if _VALID_NAME.fullmatch(base) else f"n{base}"
+        name, k = base, 1
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        names[node.name] = name
+    return names
+
+
 class _Builder:
     def __init__(self, plan: Plan, options: LayerOptions, drop_rate: float) -> None:
         self.plan, self.options, self.drop_rate = plan, options, drop_rate
+        self.names = layer_names(plan)
         # Structural key ("sp3/in0/op1", "sp3/unit0") -> layer, in Model Garden's creation order.
         self.slots: dict[str, tf_keras.layers.Layer] = {}
 
-    def op(self, op: Conv | MaxPool | Upsample, x: tf.Tensor, image: tf.Tensor, key: str, level: int, *,
+    def op(self, op: Conv | MaxPool | Upsample, x: tf.Tensor, image: tf.Tensor, key: str, name: str, level: int, *,
            resample: bool) -> tf.Tensor:
-        name = key.replace("/", "_")
         if isinstance(op, Conv):
             if op.groups != 1 and not op.depthwise:
                 raise BackendError(f"{key}: grouped conv with groups={op.groups} is not supported")
@@ -47,13 +75,14 @@ class _Builder:
     def edge(self, edge: Edge, index: int, x: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
         for k, op in enumerate(edge.ops):
             # Intermediate ops run at the level their output size says; only the last reaches the target.
-            x = self.op(op, x, image, f"{edge.target}/in{index}/op{k}", edge.target_level, resample=True)
+            x = self.op(op, x, image, f"{edge.target}/in{index}/op{k}", f"{self.names[edge.target]}_in{index}_op{k}",
+                        edge.target_level, resample=True)
         return x
 
     def units(self, node: Node, x: tf.Tensor) -> tf.Tensor:
         rate = self.drop_rate * node.drop_fraction if node.drop_fraction else 0.0
         for u, unit in enumerate(node.units):
-            layer = make_unit(unit, rate, self.options, name=f"{node.name}_unit{u}")
+            layer = make_unit(unit, rate, self.options, name=f"{self.names[node.name]}_unit{u}")
             self.slots[f"{node.name}/unit{u}"] = layer
             x = layer(x)
         return x
@@ -64,20 +93,22 @@ class _Builder:
             if node.kind == "stem":
                 x = image
                 for k, op in enumerate(node.ops):
-                    x = self.op(op, x, image, f"{node.name}/op{k}", node.level, resample=False)
+                    x = self.op(op, x, image, f"{node.name}/op{k}", f"{self.names[node.name]}_op{k}", node.level,
+                                resample=False)
             elif node.kind == "stem_block":
                 x = self.units(node, tensors[node.inputs[0].source])
             elif node.kind == "block":
                 parents = [self.edge(e, j, tensors[e.source], image) for j, e in enumerate(node.inputs)]
-                fuse = Fuse(node.fusion or "sum", len(parents),
-                            self.options.activation if node.fusion_activation else None, name=f"{node.name}_fuse")
+                fuse = Fuse(node.fusion or "sum", len(parents), self.options.activation if node.fusion_activation
+                            else None, name=f"{self.names[node.name]}_fuse")
                 if node.fusion == "weighted":
                     self.slots[f"{node.name}/fuse"] = fuse
                 x = self.units(node, fuse(parents))
             elif node.kind == "endpoint":
                 x = tensors[node.inputs[0].source]
                 for k, op in enumerate(node.ops):
-                    x = self.op(op, x, image, f"{node.name}/op{k}", node.level, resample=False)
+                    x = self.op(op, x, image, f"{node.name}/op{k}", f"{self.names[node.name]}_op{k}", node.level,
+                                resample=False)
             else:
                 raise BackendError(f"node {node.name}: unknown kind {node.kind!r}")
             tensors[node.name] = x
