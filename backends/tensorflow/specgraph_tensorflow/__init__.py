@@ -3,6 +3,7 @@
 ``specgraph.compile(plan_or_spec, backend="tensorflow", **options)`` calls :func:`compile`.
 """
 
+from ._emit import emit
 from ._model import OPTIONS, SpecgraphModel, build, compile
 from .deploy import TFLiteModel, export_saved_model, serving_function, to_tflite
 from .weights import WeightMismatchError, export_npz, load_weights, weights_dict
@@ -17,6 +18,7 @@ __all__ = [
     "__version__",
     "build",
     "compile",
+    "emit",
     "export_npz",
     "export_saved_model",
     "load_weights",

@@ -1,0 +1,128 @@
+"""Standalone TensorFlow source for a plan: the template mirrors this backend's layers and layer names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jinja2
+
+from specgraph import BackendError, Conv, MaxPool, Node, Plan, Unit, Upsample
+from specgraph._codegen import Namespace, render_template
+
+from ._build import layer_names
+
+__all__ = ["emit"]
+
+# Identifiers the generated module defines or uses itself; spec names must not shadow them.
+_MODULE_NAMES = {"annotations", "Any", "tf", "tf_keras", "ACTIVATION", "NORM_MOMENTUM", "NORM_EPSILON",
+                 "KERNEL_INITIALIZER", "RESAMPLE_DEPTHWISE_INITIALIZER", "HARD_SIGMOID_SCALE", "MODEL_NAME",
+                 "INPUT_CHANNELS", "SPEC_NAMES", "LAYER_NAMES", "ACTIVATIONS", "no_autograph", "hard_sigmoid",
+                 "hard_swish", "activation_fn", "dim", "ConvNorm", "Upsample", "Fuse", "StochasticDepth",
+                 "SqueezeExcite", "BlockUnit", "apply_ops", "build_model", "input_shape",
+                 "stochastic_depth_drop_rate", "name", "rate", "image", "outputs", "x", "layer", "layers"}
+
+
+@dataclass(frozen=True)
+class _Line:
+    """One node of the straight-line build: a comment, then its statements."""
+
+    comment: str
+    statements: tuple[str, ...]
+
+
+def _op(op: Conv | MaxPool | Upsample, name: str, level: int, resample: bool) -> str:
+    if isinstance(op, Conv):
+        if op.groups != 1 and not op.depthwise:
+            raise BackendError(f"{name}: grouped conv with groups={op.groups} is not supported")
+        flags = ("" if not op.depthwise else ", depthwise=True") + ("" if op.norm else ", norm=False") \
+            + ("" if op.activation else ", activation=False") + (", bias=True" if op.bias else "")
+        if op.depthwise and resample:
+            flags += ", depthwise_initializer=RESAMPLE_DEPTHWISE_INITIALIZER"
+        return f"ConvNorm({op.out_channels}, {op.kernel}, {op.stride}{flags}, name={name!r})"
+    if isinstance(op, MaxPool):
+        return f"tf_keras.layers.MaxPool2D({op.kernel}, {op.stride}, padding=\"same\", name={name!r})"
+    if isinstance(op, Upsample):
+        if op.mode != "nearest":
+            raise BackendError(f"{name}: upsample mode {op.mode!r} is not supported")
+        return f"Upsample({op.factor}, {level}, name={name!r})"
+    raise BackendError(f"{name}: cannot emit op {type(op).__name__}")
+
+
+def _ops(x: str, ops: tuple, prefix: str, level: int, resample: bool, indent: int) -> str:
+    """``apply_ops(x, image, op0, op1, ...)``: the ops run in order, as the backend's builder calls them."""
+    if not ops:
+        return x
+    layers = [_op(op, f"{prefix}_op{k}", level, resample) for k, op in enumerate(ops)]
+    if len(layers) == 1:
+        return f"apply_ops({x}, image, {layers[0]})"
+    pad = " " * (indent + 4)
+    return f"apply_ops(\n{pad}{x}, image,\n" + "".join(f"{pad}{layer},\n" for layer in layers) + " " * indent + ")"
+
+
+def _unit(unit: Unit, drop: str, name: str) -> str:
+    args = f"{unit.type!r}, {unit.out_channels}, {unit.stride}"
+    if unit.type in ("bottleneck", "residual"):
+        args += f", filters={unit.filters}" + (", projection=True" if unit.projection else "")
+    elif unit.type == "mbconv":
+        width = unit.expand_channels if unit.expand else unit.in_channels
+        args += f", width={width}" + (", expand=True" if unit.expand else "")
+        args += (f", se_channels={unit.se_channels}" if unit.se_channels > 0 else "")
+        args += ("" if unit.residual else ", residual=False")
+    else:
+        raise BackendError(f"{name}: unknown unit type {unit.type!r}")
+    return f"BlockUnit({args}{drop}, name={name!r})"
+
+
+def _edges(node: Node, var: dict[str, str], prefix: str) -> str:
+    pad = " " * 8
+    parts = "".join(f"\n{pad}{_ops(var[e.source], e.ops, f'{prefix}_in{j}', e.target_level, True, 8)},"
+                    for j, e in enumerate(node.inputs))
+    return f"[{parts}\n    ]"
+
+
+def _comment(node: Node) -> str:
+    size = f"{node.size[0]}x{node.size[1]}"
+    kind = node.block_type or node.kind
+    parents = ", ".join(f"{e.source} ({e.describe()})" for e in node.inputs)
+    text = f"{node.name}: {node.kind} at level {node.level}, {node.channels} channels, {size} at the planned size; "
+    return (text + kind + (f"; from {parents}" if parents else "")).replace("\n", " ")
+
+
+def emit(plan: Plan, header: dict[str, str]) -> str:
+    """One Python file defining ``build_model()`` for ``plan`` that needs only tensorflow and tf_keras."""
+    names = Namespace(reserved=_MODULE_NAMES)
+    prefixes = layer_names(plan)
+    var = {node.name: names.add(node.name) for node in plan.nodes}
+    lines = []
+    for node in plan.nodes:
+        prefix, v = prefixes[node.name], var[node.name]
+        if node.kind == "stem":
+            x = _ops("image", node.ops, prefix, node.level, False, 4)
+        elif node.kind == "stem_block":
+            x = var[node.inputs[0].source]
+        elif node.kind == "block":
+            act = "ACTIVATION" if node.fusion_activation else "None"
+            x = (f"Fuse({(node.fusion or 'sum')!r}, {len(node.inputs)}, {act}, name={prefix + '_fuse'!r})"
+                 f"({_edges(node, var, prefix)})")
+        elif node.kind == "endpoint":
+            x = _ops(var[node.inputs[0].source], node.ops, prefix, node.level, False, 4)
+        else:
+            raise BackendError(f"node {node.name}: unknown kind {node.kind!r}")
+        drop = f", drop_rate=rate * {node.drop_fraction!r}" if node.drop_fraction else ""
+        statements = []
+        for k, unit in enumerate(node.units):
+            if k or node.kind != "stem_block":  # a stem block's first unit takes its parent directly
+                statements.append(f"{v} = {x}")
+                x = v
+            x = f"{_unit(unit, drop, f'{prefix}_unit{k}')}({x})"
+        statements.append(f"{v} = {x}")
+        lines.append(_Line(_comment(node), tuple(statements)))
+    loader = jinja2.PackageLoader("specgraph_tensorflow", "templates")
+    return render_template(loader, "model.py.j2", {
+        "header": header, "activation": plan.activation, "norm_momentum": plan.norm_momentum,
+        "norm_epsilon": plan.norm_epsilon, "input_channels": plan.input_channels,
+        "model_name": f"{plan.spec_name}_{plan.variant}".replace(".", "_"),
+        "names": sorted(names.origin.items()),
+        "layer_names": [(node.name, prefixes[node.name]) for node in plan.nodes],
+        "nodes": lines, "outputs": [(level, var[name]) for level, name in plan.endpoints],
+    })

@@ -1,0 +1,160 @@
+"""Standalone TensorFlow source: emitted, imported in a fresh interpreter, same weights, same outputs."""
+
+from __future__ import annotations
+
+import ast
+import json
+import keyword
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import specgraph
+from specgraph._codegen import emit
+
+FRAMEWORK = {"tensorflow", "tf_keras"}
+
+RUN_EMITTED = """
+import importlib.util, json, sys
+import numpy as np  # the test script may use numpy; the emitted module may not
+import tensorflow as tf
+config = json.loads(sys.argv[3])
+tf.config.threading.set_intra_op_parallelism_threads(config["intra"])
+tf.config.threading.set_inter_op_parallelism_threads(config["inter"])
+spec = importlib.util.spec_from_file_location("emitted_model", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+assert not {"specgraph", "specgraph_tensorflow", "numpy"} & set(module.__dict__), "emitted module imports too much"
+assert "specgraph" not in sys.modules and "specgraph_tensorflow" not in sys.modules
+model = module.build_model()
+assert [w.name for w in model.weights] == config["names"], "weight names or order differ"
+with np.load(sys.argv[2]) as saved:
+    model.set_weights([saved[f"w{i}"] for i in range(len(config["names"]))])
+    out = model(saved["images"], training=False)
+    deltas = {k: float(np.abs(out[k].numpy() - saved["out" + k]).max()) for k in config["levels"]}
+print(json.dumps(deltas))
+"""
+
+
+def _imports(source: str) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+    return names
+
+
+def _check_imports(source: str) -> None:
+    roots = {name.split(".")[0] for name in _imports(source)}
+    assert "tensorflow" in roots and "tf_keras" in roots
+    assert roots <= FRAMEWORK | set(sys.stdlib_module_names), roots
+    assert not roots & {"numpy", "specgraph", "specgraph_tensorflow"}
+
+
+def _randomise(model: Any, seed: int) -> None:
+    """Non-trivial BN statistics, affine parameters, biases and fusion weights (kernels stay random)."""
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        name = v.name
+        if "moving_mean" in name or "beta" in name or "bias" in name:
+            a = rng.normal(0.0, 0.1, v.shape)
+        elif "moving_variance" in name or "gamma" in name or name.endswith("/weights:0"):
+            a = rng.uniform(0.5, 1.5, v.shape)
+        else:
+            continue
+        v.assign(a.astype(np.float32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("family", "variant"), [("spinenet", "49S"), ("spinenet_mobile", "49XS")])
+def test_emitted_model_equals_compiled_model(tmp_path: Path, family: str, variant: str) -> None:
+    plan = specgraph.plan(specgraph.load(family), variant, (128, 192))
+    source = emit(plan, "tensorflow")
+    _check_imports(source)
+    for field in (plan.spec_name, f"variant:    {variant}", plan.hash, specgraph.__version__):
+        assert field in source.split('"""')[1]
+    model = specgraph.compile(plan, backend="tensorflow")
+    _randomise(model, seed=3)
+    images = np.random.default_rng(0).normal(0.0, 1.0, (2, 128, 192, 3)).astype(np.float32)
+    outputs = {k: v.numpy() for k, v in model(images, training=False).items()}
+    file = tmp_path / "model.py"
+    file.write_text(source)
+    np.savez(tmp_path / "saved.npz", images=images, **{f"w{i}": w for i, w in enumerate(model.get_weights())},
+             **{f"out{k}": v for k, v in outputs.items()})
+    # The same thread counts in both processes (this one's, as TensorFlow runs here): the same kernels.
+    config = {"names": [w.name for w in model.weights], "levels": sorted(outputs),
+              "intra": tf.config.threading.get_intra_op_parallelism_threads(),
+              "inter": tf.config.threading.get_inter_op_parallelism_threads()}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", RUN_EMITTED, str(file), str(tmp_path / "saved.npz"),
+                             json.dumps(config)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    deltas = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"{family} {variant}: max |delta| per level {deltas}")
+    assert set(deltas) == {"3", "4", "5", "6", "7"}
+    assert max(deltas.values()) <= 1e-6, deltas
+
+
+# "a<b&c" and "a>b&c" sanitise to the same layer name, which "a_b_c" already is.
+HOSTILE = ["</text><script>", "a<b&c", 'q"uote', "</svg>", "${x}", "class", "1st", "a>b&c", "a_b_c", "tf"]
+TF_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.-]*")
+
+
+def test_hostile_names_become_safe_identifiers_and_layer_names(mini) -> None:
+    data = mini()
+    data["fusion"] = {"method": "weighted", "activation": True}
+    renames = dict(zip(["b1", "b2", "b3", "b4", "b5", "o3", "o4", "o5", "o6", "o7"], HOSTILE, strict=True))
+    renames["s1"] = "build_model"
+    text = json.dumps(data)
+    for old, new in sorted(renames.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(f'"{old}"', json.dumps(new))
+    plan = specgraph.plan(specgraph.load(json.loads(text)), input_size=64)
+    source = emit(plan, "tensorflow")
+    _check_imports(source)
+    namespace: dict = {}
+    exec(compile(source, "emitted.py", "exec"), namespace)
+    idents = namespace["SPEC_NAMES"]
+    assert set(idents.values()) == {node.name for node in plan.nodes} >= set(renames.values())
+    assert all(ident.isidentifier() and not keyword.iskeyword(ident) for ident in idents)
+    assert len(set(idents)) == len(idents)
+    assert callable(namespace["build_model"]) and "build_model" not in idents
+    prefixes = namespace["LAYER_NAMES"]
+    assert set(prefixes) == {node.name for node in plan.nodes}
+    assert all(TF_NAME.fullmatch(p) for p in prefixes.values()) and len(set(prefixes.values())) == len(prefixes)
+    assert prefixes["a_b_c"] == "a_b_c" and {prefixes["a<b&c"], prefixes["a>b&c"]} == {"a_b_c_2", "a_b_c_3"}
+
+    model = specgraph.compile(plan, backend="tensorflow")
+    _randomise(model, seed=4)
+    emitted = namespace["build_model"]()
+    assert [layer.name for layer in emitted.layers] == [layer.name for layer in model.layers]
+    assert [(w.name, tuple(w.shape)) for w in emitted.weights] == [(w.name, tuple(w.shape)) for w in model.weights]
+    assert any(w.name.endswith("_fuse/weights:0") for w in emitted.weights)
+    emitted.set_weights(model.get_weights())
+    x = np.random.default_rng(1).normal(0.0, 1.0, (1, 64, 64, 3)).astype(np.float32)
+    a, b = model(x, training=False), emitted(x, training=False)
+    assert set(a) == set(b) == {"3", "4", "5", "6", "7"}
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+@pytest.mark.slow
+def test_cli_emits_tensorflow_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "model.py"
+    cmd = [sys.executable, "-m", "specgraph.cli", "emit", "spinenet_mobile", "-v", "49XS", "--backend", "tensorflow",
+           "-o", str(out)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 0, first.stderr
+    source = out.read_text()
+    _check_imports(source)
+    assert "def build_model(" in source and "spinenet_mobile" in source
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 2 and "--force" in again.stderr and out.read_text() == source
