@@ -1,4 +1,4 @@
-"""torch.export, ONNX (run in onnxruntime) and BN folding reproduce the eager model."""
+"""torch.export, ONNX (run in onnxruntime) and BN folding reproduce the eager model (fusion: test_fused.py)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def test_onnx_runs_in_onnxruntime(tmp_path, spec, variant):
 @pytest.mark.parametrize(("spec", "variant"), [("spinenet", "49S"), ("spinenet_mobile", "49XS")])
 def test_optimize_for_inference_folds_bn(spec, variant):
     model = _model(spec, variant)
-    fast = specgraph_torch.optimize_for_inference(model)
+    fast = specgraph_torch.optimize_for_inference(model, fuse=False)
+    assert isinstance(fast, specgraph_torch.SpecgraphNet)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fast.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
     weight = fast.nodes["stem"].ops[0].conv.weight

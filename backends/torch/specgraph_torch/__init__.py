@@ -5,6 +5,7 @@
 
 from ._emit import emit
 from ._export import export, fold_batch_norm, optimize_for_inference, to_onnx
+from ._fused import InferenceNet, onednn_available
 from ._interop import load_structural, structural_name, to_structural
 from ._model import OPTIONS, FeatureInfo, ShapeSpec, SpecgraphNet, compile
 from ._weights import WeightsError, load_modelgarden_weights, modelgarden_kwargs, modelgarden_names
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "OPTIONS",
     "FeatureInfo",
+    "InferenceNet",
     "ShapeSpec",
     "SpecgraphNet",
     "WeightsError",
@@ -26,6 +28,7 @@ __all__ = [
     "load_structural",
     "modelgarden_kwargs",
     "modelgarden_names",
+    "onednn_available",
     "optimize_for_inference",
     "structural_name",
     "to_onnx",

@@ -1,4 +1,4 @@
-"""Inference helpers: batch norm folded into convs, channels-last, export entry points."""
+"""Inference helpers: the fused inference lowering, batch norm folding, export entry points."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._fused import InferenceNet
 from ._model import SpecgraphNet
 from ._ops import ConvNormAct
 
@@ -31,8 +32,17 @@ def fold_batch_norm(unit: ConvNormAct) -> None:
     unit.conv, unit.norm = fused, nn.Identity()
 
 
-def optimize_for_inference(model: SpecgraphNet, channels_last: bool = True) -> SpecgraphNet:
-    """A copy for inference: eval mode, every batch norm folded into its conv, channels-last memory."""
+def optimize_for_inference(model: SpecgraphNet, channels_last: bool = True,
+                           fuse: bool = True) -> InferenceNet | SpecgraphNet:
+    """A copy for inference (the source model is untouched).
+
+    ``fuse=True``: an :class:`InferenceNet` (BN folded, activations / residual adds /
+    block sums inside oneDNN convs, copy-free SAME padding, see ``_fused.py``).
+    ``fuse=False``: the same ``SpecgraphNet`` with only its batch norms folded.
+    Both in eval mode, channels-last unless ``channels_last=False``.
+    """
+    if fuse:
+        return InferenceNet(model, channels_last=channels_last)
     model = copy.deepcopy(model).eval()
     for module in model.modules():
         if isinstance(module, ConvNormAct):

@@ -1,0 +1,413 @@
+"""The inference lowering: a :class:`SpecgraphNet` rewritten into fewer, fused kernels.
+
+Same function, less memory traffic (eager PyTorch on CPU is bound by it):
+
+- batch norm folded into every conv;
+- activations, residual adds and block-fusion sums run inside the conv (oneDNN
+  post-ops through ``torch.ops.mkldnn._convolution_pointwise``) instead of as
+  separate passes over the feature map;
+- TensorFlow's asymmetric ``SAME`` padding without a padded copy: max-pools use
+  ``ceil_mode`` (the window overhanging the end is what ``-inf`` padding gives) and
+  depthwise convs a kernel grown by one leading zero row/column with symmetric padding;
+- 1x1 convs after a nearest upsample run before it, at the lower resolution (a
+  pointwise op commutes with pixel repetition and the crop);
+- squeeze-excitation at batch 1 scales the projection kernel's input channels
+  instead of the feature map.
+
+Off CPU, or without oneDNN, the same program runs on plain ``F.conv2d`` + separate
+activations, so the module works on any device.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._blocks import BottleneckUnit, MBConvUnit, ResidualUnit, SqueezeExcitation
+from ._model import SpecgraphNet, _BlockNode, _OpChain
+from ._ops import ACTIVATIONS, ConvNormAct, MaxPoolSame, UpsampleNearest, hard_sigmoid, same_padding
+
+__all__ = ["InferenceNet", "onednn_available"]
+
+# Activations oneDNN applies as a conv post-op: name -> (attr, scalars, algorithm).
+_POST_OPS: dict[str, tuple[str, list[float], str]] = {
+    "relu": ("relu", [], ""),
+    "relu6": ("hardtanh", [0.0, 6.0], ""),
+    "swish": ("swish", [], ""),
+    "silu": ("swish", [], ""),
+    "simple_swish": ("swish", [], ""),
+    "hard_swish": ("hardswish", [], ""),
+    "sigmoid": ("sigmoid", [], ""),
+    "tanh": ("tanh", [], ""),
+    "gelu": ("gelu", [], "tanh"),
+    "leaky_relu": ("leaky_relu", [0.2], ""),
+}
+
+
+def onednn_available() -> bool:
+    """Whether this torch build has the oneDNN fused-conv ops the CPU fast path uses."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _act_name(module: nn.Module) -> str | None:
+    return getattr(module, "name", None)  # ops._Fn carries its activation name; Identity has none
+
+
+class FusedConv(nn.Module):
+    """Conv with folded BN and bias, then ``+ add`` (optional), then the activation ``act``."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int, act: str | None,
+                 onednn: bool) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+        self.kernel, self.stride, self.groups = weight.shape[-1], stride, groups
+        self.depthwise = groups > 1 and groups == weight.shape[0]
+        self.act = act
+        self.onednn = onednn
+        # (attr, scalars, algorithm, separate activation or None) without / with a post-sum:
+        # oneDNN fuses every _POST_OPS activation after a conv but only relu after conv + sum.
+        self._plain = self._post_op(act, tuple(_POST_OPS))
+        self._summed = self._post_op(act, ("relu",))
+        self._layouts: dict[tuple[int, int], tuple[torch.Tensor, list[int], tuple[int, ...] | None]] = {}
+
+    @staticmethod
+    def _post_op(act: str | None, fusable: tuple[str, ...]) -> tuple[str, list[float], str, object]:
+        if act is None or act in ("linear", "identity"):
+            return "none", [], "", None
+        if act in fusable:
+            return (*_POST_OPS[act], None)
+        return "none", [], "", ACTIVATIONS[act]
+
+    @classmethod
+    def fold(cls, unit: ConvNormAct, act: str | None, onednn: bool) -> FusedConv:
+        """From a ``ConvNormAct``: the eval-mode batch norm folded into kernel and bias."""
+        conv, norm = unit.conv, unit.norm
+        weight = conv.weight.detach()
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype,
+                                                                              device=weight.device)
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+            scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+            weight = weight * scale.reshape(-1, 1, 1, 1)
+            bias = (bias - norm.running_mean) * scale + norm.bias.detach()
+        return cls(weight.clone(), bias.clone(), conv.stride[0], conv.groups, act, onednn)
+
+    def _apply(self, fn, recurse=True):  # nn.Module hook: also called by .to() and .cuda()
+        self._layouts.clear()  # cached kernels belong to the old device / dtype
+        return super()._apply(fn, recurse)
+
+    def _layout(self, height: int, width: int) -> tuple[torch.Tensor, list[int], tuple[int, ...] | None]:
+        """(kernel, symmetric conv padding, explicit F.pad or None) for one input size, cached."""
+        key = (height, width)
+        if key not in self._layouts:
+            (top, bottom), (left, right) = (same_padding(s, self.kernel, self.stride) for s in (height, width))
+            weight, pad = self.weight, None
+            if top == bottom and left == right:
+                padding = [top, left]
+            elif self.depthwise and bottom - top in (0, 1) and right - left in (0, 1):
+                # One zero row (column) in front of the kernel shifts every window by one,
+                # which turns symmetric padding p+1 into TF's (p, p+1) without copying the input.
+                grow_h, grow_w = bottom - top, right - left
+                weight = F.pad(self.weight, (grow_w, 0, grow_h, 0))
+                padding = [bottom, right]
+            else:
+                padding, pad = [0, 0], (left, right, top, bottom)
+            self._layouts[key] = (weight, padding, pad)
+        return self._layouts[key]
+
+    def forward(self, x: torch.Tensor, add: torch.Tensor | None = None,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``weight`` replaces the kernel for this call (1x1 stride-1 convs only)."""
+        if weight is None:
+            weight, padding, pad = self._layout(x.shape[-2], x.shape[-1])
+            if pad is not None:
+                x = F.pad(x, pad)
+        else:
+            padding = [0, 0]
+        if self.onednn and x.device.type == "cpu" and x.dtype == torch.float32:
+            if add is None:
+                attr, scalars, algorithm, act_fn = self._plain
+                y = torch.ops.mkldnn._convolution_pointwise(
+                    x, weight, self.bias, padding, [self.stride] * 2, [1, 1], self.groups, attr, scalars, algorithm)
+            else:
+                attr, scalars, algorithm, act_fn = self._summed
+                add = add.contiguous(memory_format=_format_of(x))
+                y = torch.ops.mkldnn._convolution_pointwise.binary(
+                    x, add, weight, self.bias, padding, [self.stride] * 2, [1, 1], self.groups, "add", None,
+                    None if attr == "none" else attr, scalars, algorithm)
+            return y if act_fn is None else act_fn(y)
+        y = F.conv2d(x, weight, self.bias, self.stride, padding, 1, self.groups)
+        if add is not None:
+            y = y + add
+        return y if self.act is None else ACTIVATIONS[self.act](y)
+
+    def extra_repr(self) -> str:
+        kind = "depthwise" if self.depthwise else "conv"
+        return (f"{kind} {self.kernel}x{self.kernel}/s{self.stride} {self.weight.shape[1] * self.groups}->"
+                f"{self.weight.shape[0]}, act={self.act}")
+
+
+def _format_of(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        else torch.contiguous_format
+
+
+class _MaxPool(nn.Module):
+    """``SAME`` max-pool; asymmetric padding (p, p+1) is ``ceil_mode`` with padding p."""
+
+    def __init__(self, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (top, bottom), (left, right) = (same_padding(s, self.kernel, self.stride) for s in x.shape[-2:])
+        if top == bottom and left == right:
+            return F.max_pool2d(x, self.kernel, self.stride, (top, left))
+        if bottom - top in (0, 1) and right - left in (0, 1) and _ceil_mode_fits(x.shape[-2:], self.kernel,
+                                                                                  self.stride, (top, left)):
+            return F.max_pool2d(x, self.kernel, self.stride, (top, left), ceil_mode=True)
+        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return F.max_pool2d(x, self.kernel, self.stride)
+
+
+def _ceil_mode_fits(sizes: Sequence[int], kernel: int, stride: int, padding: tuple[int, int]) -> bool:
+    """torch's ceil_mode gives TF's ``ceil(n / stride)`` outputs (its padding must also be <= kernel/2)."""
+    for n, p in zip(sizes, padding, strict=True):
+        out = -(-(n + 2 * p - kernel) // stride) + 1
+        if (out - 1) * stride >= n + p:  # torch drops a window that starts in the right padding
+            out -= 1
+        if out != -(-n // stride) or 2 * p > kernel:
+            return False
+    return True
+
+
+class _Upsample(nn.Module):
+    def __init__(self, factor: int, level: int) -> None:
+        super().__init__()
+        self.factor, self.level = factor, level
+
+    def forward(self, x: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+        step = 2**self.level
+        height, width = -(-image_hw[0] // step), -(-image_hw[1] // step)
+        x = F.interpolate(x, scale_factor=float(self.factor), mode="nearest")
+        if x.shape[-2] != height or x.shape[-1] != width:
+            x = x[:, :, :height, :width]
+        return x
+
+
+def _is_pointwise(op: nn.Module) -> bool:
+    return isinstance(op, FusedConv) and op.kernel == 1 and op.stride == 1
+
+
+class _Chain(nn.Module):
+    """A plan op chain; 1x1 convs are moved in front of upsamples; the last conv can take ``add``."""
+
+    def __init__(self, ops: Sequence[nn.Module]) -> None:
+        super().__init__()
+        ops = list(ops)
+        moved = True
+        while moved:  # bubble pointwise convs forward past upsamples: conv(up(x)) == up(conv(x))
+            moved = False
+            for i in range(len(ops) - 1):
+                if isinstance(ops[i], _Upsample) and _is_pointwise(ops[i + 1]):
+                    ops[i], ops[i + 1] = ops[i + 1], ops[i]
+                    moved = True
+        self.ops = nn.ModuleList(ops)
+        last = ops[-1] if ops else None
+        # The chain can absorb a sum (and the activation after it) into its last conv.
+        self.can_host = isinstance(last, FusedConv) and last.act is None
+
+    def forward(self, x: torch.Tensor, image_hw: tuple[int, int], add: torch.Tensor | None = None) -> torch.Tensor:
+        last = len(self.ops) - 1
+        for i, op in enumerate(self.ops):
+            if isinstance(op, _Upsample):
+                x = op.forward(x, image_hw)
+            elif i == last and add is not None:
+                x = op.forward(x, add)
+            else:
+                x = op.forward(x)
+        return x
+
+
+def _fold(unit: ConvNormAct, onednn: bool, act: str | bool | None = True) -> FusedConv:
+    """``act=True``: the conv's own activation; else the given one (applied after an add)."""
+    return FusedConv.fold(unit, _act_name(unit.act) if act is True else act, onednn)
+
+
+class _Bottleneck(nn.Module):
+    def __init__(self, unit: BottleneckUnit, onednn: bool) -> None:
+        super().__init__()
+        self.shortcut = _fold(unit.shortcut, onednn) if unit.shortcut is not None else None
+        self.conv1 = _fold(unit.conv1, onednn)
+        self.conv2 = _fold(unit.conv2, onednn)
+        self.conv3 = _fold(unit.conv3, onednn, _act_name(unit.act))  # the unit's act, after the residual add
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        short = x if self.shortcut is None else self.shortcut.forward(x)
+        return self.conv3.forward(self.conv2.forward(self.conv1.forward(x)), short)
+
+
+class _Residual(nn.Module):
+    def __init__(self, unit: ResidualUnit, onednn: bool) -> None:
+        super().__init__()
+        self.shortcut = _fold(unit.shortcut, onednn) if unit.shortcut is not None else None
+        self.conv1 = _fold(unit.conv1, onednn)
+        self.conv2 = _fold(unit.conv2, onednn, _act_name(unit.act))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        short = x if self.shortcut is None else self.shortcut.forward(x)
+        return self.conv2.forward(self.conv1.forward(x), short)
+
+
+class _SqueezeExcitation(nn.Module):
+    def __init__(self, se: SqueezeExcitation) -> None:
+        super().__init__()
+        for name in ("reduce", "expand"):
+            conv = getattr(se, name)
+            self.register_buffer(f"{name}_weight", conv.weight.detach().flatten(1).clone())
+            self.register_buffer(f"{name}_bias", conv.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate, ``[N, C]``."""
+        s = torch.relu(F.linear(x.mean(dim=(2, 3)), self.reduce_weight, self.reduce_bias))
+        return hard_sigmoid(F.linear(s, self.expand_weight, self.expand_bias))
+
+
+class _MBConv(nn.Module):
+    def __init__(self, unit: MBConvUnit, onednn: bool) -> None:
+        super().__init__()
+        self.expand = _fold(unit.expand, onednn) if unit.expand is not None else None
+        self.depthwise = _fold(unit.depthwise, onednn)
+        self.se = _SqueezeExcitation(unit.se) if unit.se is not None else None
+        self.project = _fold(unit.project, onednn)
+        self.residual = unit.residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x if self.expand is None else self.expand.forward(x)
+        y = self.depthwise.forward(y)
+        add = x if self.residual else None
+        if self.se is None:
+            return self.project.forward(y, add)
+        gate = self.se.forward(y)
+        if y.shape[0] == 1:  # project(y * g) == project'(y) with the kernel's input channels scaled by g
+            return self.project.forward(y, add, weight=self.project.weight * gate.reshape(1, -1, 1, 1))
+        return self.project.forward(y * gate[:, :, None, None], add)
+
+
+_UNITS = {BottleneckUnit: _Bottleneck, ResidualUnit: _Residual, MBConvUnit: _MBConv}
+
+
+class _Block(nn.Module):
+    """Resample the inputs, sum them inside the last conv of one of them (the host), then the units."""
+
+    def __init__(self, block: _BlockNode, chains: list[_Chain], units: list[nn.Module], act: str | None,
+                 onednn: bool) -> None:
+        super().__init__()
+        self.inputs = nn.ModuleList(chains)
+        self.units = nn.ModuleList(units)
+        self.act = act
+        self.weighted = block.weighted
+        if self.weighted:
+            self.register_buffer("fusion_weights", block.fusion_weights.detach().clone())
+        hosts = [i for i, c in enumerate(chains) if c.can_host]
+        self.host = hosts[0] if hosts and not self.weighted else None
+        if self.host is not None:  # the host's last conv takes the sum and the activation after it
+            ops = chains[self.host].ops
+            last = ops[-1]
+            ops[-1] = FusedConv(last.weight, last.bias, last.stride, last.groups, act, onednn)
+
+    def forward(self, parents: list[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
+        if self.host is None:
+            xs = [chain.forward(p, image_hw) for chain, p in zip(self.inputs, parents, strict=True)]
+            if self.weighted:
+                w = torch.relu(self.fusion_weights)
+                x = sum(w[i] * t for i, t in enumerate(xs)) / (w.sum() + 1e-4)
+            else:
+                x = xs[0]
+                for t in xs[1:]:
+                    x = x + t
+            if self.act is not None:
+                x = ACTIVATIONS[self.act](x)
+        else:
+            other = None
+            for i, (chain, p) in enumerate(zip(self.inputs, parents, strict=True)):
+                if i != self.host:
+                    t = chain.forward(p, image_hw)
+                    other = t if other is None else other + t
+            x = self.inputs[self.host].forward(parents[self.host], image_hw, other)
+        for unit in self.units:
+            x = unit.forward(x)
+        return x
+
+
+class InferenceNet(nn.Module):
+    """A fused, inference-only copy of a :class:`SpecgraphNet` (see the module docstring).
+
+    ``forward(images)`` returns the same ``{level: feature map}`` as the source model in
+    eval mode, within float rounding; it runs without autograd.
+    """
+
+    def __init__(self, model: SpecgraphNet, channels_last: bool = True, onednn: bool | None = None) -> None:
+        super().__init__()
+        model = copy.deepcopy(model).eval()  # the source keeps its parameters
+        self.plan = model.plan
+        self.activation = model.activation
+        self.onednn = onednn_available() if onednn is None else onednn
+        self.channels_last = channels_last
+        self.nodes = nn.ModuleDict({name: self._lower(module) for name, module in model.nodes.items()})
+        self._wiring = model._wiring
+        self._outputs = model._outputs
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def _lower(self, module: nn.Module) -> nn.Module:
+        if isinstance(module, _OpChain):
+            return self._chain(module)
+        assert isinstance(module, _BlockNode)
+        act = _act_name(module.fusion_act)
+        chains = [self._chain(c) for c in module.inputs]
+        units = [_UNITS[type(u)](u, self.onednn) for u in module.units]
+        return _Block(module, chains, units, act, self.onednn)
+
+    def _chain(self, chain: _OpChain) -> _Chain:
+        ops: list[nn.Module] = []
+        for op in chain.ops:
+            if isinstance(op, ConvNormAct):
+                ops.append(FusedConv.fold(op, _act_name(op.act), self.onednn))
+            elif isinstance(op, MaxPoolSame):
+                ops.append(_MaxPool(op.kernel, op.stride))
+            else:
+                assert isinstance(op, UpsampleNearest)
+                ops.append(_Upsample(op.factor, op.level))
+        return _Chain(ops)
+
+    def train(self, mode: bool = True) -> InferenceNet:
+        if mode:
+            raise RuntimeError("InferenceNet is inference-only (batch norm is folded); train the SpecgraphNet")
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        image_hw = (images.shape[-2], images.shape[-1])
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        feats: dict[str, torch.Tensor] = {}
+        nodes = self.nodes
+        for name, kind, sources in self._wiring:
+            module = nodes[name]
+            if kind == "stem":
+                feats[name] = module.forward(images, image_hw)
+            elif kind == "endpoint":
+                feats[name] = module.forward(feats[sources[0]], image_hw)
+            else:
+                feats[name] = module.forward([feats[s] for s in sources], image_hw)
+        return {level: feats[name] for level, name in self._outputs}
+
+    def extra_repr(self) -> str:
+        p = self.plan
+        return (f"{p.spec_name} {p.variant}, levels {p.min_level}..{p.max_level}, activation={self.activation}, "
+                f"onednn={self.onednn}, channels_last={self.channels_last}")

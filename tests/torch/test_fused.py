@@ -1,0 +1,189 @@
+"""The fused inference lowering (``optimize_for_inference`` / ``InferenceNet``) computes what the plain model does.
+
+Every fast path is checked against the plain eval-mode ``SpecgraphNet`` (≤ 1e-4 relative):
+oneDNN post-op activations, residual / block sums inside convs, copy-free SAME padding for
+depthwise convs and max-pools (even sizes: asymmetric; odd sizes: symmetric), 1x1 convs moved
+in front of upsamples (crop sizes included), squeeze-excitation folded into the projection
+kernel at batch 1, and the plain-PyTorch fallback used off CPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import specgraph_torch
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from specgraph_torch import InferenceNet
+from specgraph_torch._fused import FusedConv, _MaxPool
+from specgraph_torch._ops import ACTIVATIONS, ConvNormAct, MaxPoolSame, make_activation
+from torch import nn
+
+import specgraph
+from specgraph.testing import valid_specs
+
+TOL = 1e-4
+
+
+def _randomize_bn(model: nn.Module, seed: int) -> None:
+    """Non-trivial BN statistics and fusion weights, so folding and fusing are real tests."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            elif hasattr(m, "fusion_weights"):
+                m.fusion_weights.copy_(torch.rand(m.fusion_weights.shape, generator=gen) * 2 - 0.5)
+
+
+def _model(spec: str | dict, variant: str | None, size: tuple[int, int], seed: int = 0,
+           **options: object) -> specgraph_torch.SpecgraphNet:
+    torch.manual_seed(seed)
+    plan = specgraph.plan(specgraph.load(spec), variant=variant, input_size=size)
+    model = specgraph_torch.compile(plan, **options).eval()
+    _randomize_bn(model, seed)
+    return model
+
+
+def _max_rel(out: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> float:
+    assert list(out) == list(ref)
+    return max(float((out[k] - ref[k]).abs().max() / ref[k].abs().max().clamp_min(1e-12)) for k in ref)
+
+
+def _check(model: specgraph_torch.SpecgraphNet, x: torch.Tensor, **kwargs: object) -> InferenceNet:
+    fast = InferenceNet(model, **kwargs)
+    with torch.no_grad():
+        ref = model(x)
+        out = fast(x)
+    for level in ref:
+        assert out[level].shape == ref[level].shape
+    assert _max_rel(out, ref) <= TOL
+    return fast
+
+
+@pytest.mark.parametrize(("spec", "variant", "size", "batch"), [
+    ("spinenet", "49S", (128, 192), 2),       # even: asymmetric SAME everywhere
+    ("spinenet", "49S", (129, 191), 1),       # odd: symmetric SAME, crops after upsampling
+    ("spinenet_mobile", "49XS", (128, 128), 1),  # batch 1: SE folded into the projection kernel
+    ("spinenet_mobile", "49XS", (130, 97), 2),   # batch 2: SE gate multiplied; mixed parities
+    ("spinenet_lite", None, (96, 160), 1),       # weighted fusion, swish
+])
+def test_inference_net_matches_plain_model(spec, variant, size, batch):
+    model = _model(spec, variant, size)
+    fast = _check(model, torch.randn(batch, 3, *size))
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fast.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the source is untouched
+
+
+def test_optimize_for_inference_is_the_fused_path():
+    model = _model("spinenet_mobile", "49XS", (96, 96))
+    fast = specgraph_torch.optimize_for_inference(model)
+    assert isinstance(fast, InferenceNet)
+    assert fast.onednn == specgraph_torch.onednn_available()
+    assert fast.nodes["stem"].ops[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        fast.train()
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_both_kernels_and_layouts(onednn, channels_last):
+    if onednn and not specgraph_torch.onednn_available():
+        pytest.skip("this torch build has no oneDNN")  # CI's CPU wheel has it
+    model = _model("spinenet", "49S", (64, 96), seed=1)
+    fast = _check(model, torch.randn(1, 3, 64, 96), onednn=onednn, channels_last=channels_last)
+    assert fast.onednn is onednn
+
+
+@pytest.mark.parametrize("activation", sorted(set(ACTIVATIONS) - {"linear", "identity"}))
+def test_every_activation(activation):
+    model = _model("spinenet_mobile", "49XS", (64, 64), activation=activation)
+    _check(model, torch.randn(1, 3, 64, 64))
+
+
+def test_float64_after_the_copy_moves():
+    """``.double()`` drops cached kernels; off float32 the fallback kernels run."""
+    model = _model("spinenet_mobile", "49XS", (64, 64))
+    fast = InferenceNet(model)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        fast(x.float())  # fills the per-size kernel cache in float32
+        fast = fast.double()
+        out, ref = fast(x.double()), model.double()(x.double())
+    assert out["3"].dtype == torch.float64
+    assert _max_rel(out, ref) <= 1e-6  # BN was folded in float32
+
+
+@pytest.mark.parametrize("depthwise", [True, False])
+@pytest.mark.parametrize(("kernel", "stride"), [(1, 1), (1, 2), (3, 1), (3, 2), (5, 2), (7, 2)])
+@pytest.mark.parametrize("act", ["relu", "elu", None])
+def test_fused_conv_matches_conv_norm_act_at_every_size(depthwise, kernel, stride, act):
+    """Sizes 1..11 cover every (before, after) SAME split, with and without a post-sum."""
+    torch.manual_seed(kernel * 10 + stride)
+    channels = 6
+    norm = nn.BatchNorm2d(channels).eval()
+    _randomize_bn(norm, 3)
+    unit = ConvNormAct(channels, channels, kernel, stride, groups=channels if depthwise else 1, norm=norm).eval()
+    fused = FusedConv.fold(unit, act, specgraph_torch.onednn_available())
+    post = make_activation(act) if act else nn.Identity()
+    for height in range(1, 12):
+        for width in (height, 12 - height):
+            x = torch.randn(1, channels, height, width).contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                ref = unit(x)
+                add = torch.randn_like(ref)
+                torch.testing.assert_close(fused(x), post(ref), rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(fused(x, add), post(ref + add), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (3, 1), (2, 2), (5, 2), (5, 3)])
+def test_max_pool_without_padding_copies(kernel, stride):
+    ref_pool, pool = MaxPoolSame(kernel, stride), _MaxPool(kernel, stride)
+    for height in range(1, 14):
+        for width in (height, 14 - height):
+            x = torch.randn(2, 3, height, width)
+            torch.testing.assert_close(pool(x), ref_pool(x), rtol=0, atol=0)
+
+
+def test_squeeze_excitation_folding_is_batch_one_only():
+    """Batch 1 scales the kernel; a batch of 2 where each sample differs must not share a gate."""
+    model = _model("spinenet_mobile", "49XS", (64, 64), seed=2)
+    fast = InferenceNet(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        both = fast(x)
+        singles = [fast(x[i:i + 1]) for i in range(2)]
+        ref = model(x)
+    for level in ref:
+        torch.testing.assert_close(torch.cat([s[level] for s in singles]), ref[level], rtol=TOL, atol=TOL)
+        torch.testing.assert_close(both[level], ref[level], rtol=TOL, atol=TOL)
+
+
+def test_pointwise_convs_run_before_upsampling():
+    """SpineNet-49S has ``1x1 -> up -> 1x1`` edges; the lowering runs both 1x1 convs first."""
+    fast = InferenceNet(_model("spinenet", "49S", (64, 64)))
+    chains = [c for node in fast.nodes.values() for c in getattr(node, "inputs", [])]
+    ups = [c for c in chains if any(type(op).__name__ == "_Upsample" for op in c.ops)]
+    assert ups
+    for chain in ups:
+        kinds = [type(op).__name__ for op in chain.ops]
+        assert kinds[-1] == "_Upsample", kinds
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(valid_specs(), st.tuples(st.integers(20, 72), st.integers(20, 72)), st.integers(1, 2), st.integers(0, 99))
+def test_random_specs(data, size, batch, seed):
+    model = _model(data, "v", size, seed=seed)
+    _check(model, torch.randn(batch, 3, *size))
+
+
+def test_fallback_without_onednn_post_ops_matches():
+    """The plain-PyTorch program (what runs on GPUs) is the same function."""
+    model = _model("spinenet_lite", None, (64, 64), seed=4)
+    x = torch.randn(1, 3, 64, 64)
+    a, b = InferenceNet(model, onednn=False), InferenceNet(model)
+    with torch.no_grad():
+        assert _max_rel(a(x), b(x)) <= TOL
