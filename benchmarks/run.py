@@ -172,10 +172,55 @@ def run_cpu(args: argparse.Namespace) -> str:
                      [(c, f"{r.get('median_ms', 0):.0f}", ratio(r.get("median_ms"), ref.get("median_ms")),
                        f"{r.get('peak_rss_mb', 0):.0f}", ratio(r.get("peak_rss_mb"), ref.get("peak_rss_mb")))
                       for c, r in train.items()]))
+    out.append("\n\n## Issue targets, measured in this run\n")
+    out.append(table(["target", "measured", "met?"], targets(lat, builds, train)))
     raw = {"ceiling": ceil, "latency": {str(k): v for k, v in lat.items()},
            "build": {str(k): v for k, v in builds.items()}, "train": train}
     (DOCS / "benchmarks" / "raw.json").write_text(json.dumps(raw, indent=1))
     return "\n".join(out)
+
+
+def _ms(res: dict, contender: str) -> float | None:
+    return res.get(contender, {}).get("median_ms")
+
+
+def targets(lat: dict, builds: dict, train: dict) -> list[tuple[str, str, str]]:
+    """The issue's acceptance figures, from this run's numbers only."""
+    rows = []
+
+    def latency_target(key: tuple, name: str, limit: float) -> None:
+        if key not in lat:
+            return
+        ref, opt, eager = (_ms(lat[key], c) for c in ("modelgarden", "torch-opt", "torch-eager"))
+        if ref and opt:
+            rows.append((f"{name}: torch optimised <= {limit}x Model Garden",
+                         f"{opt:.0f} ms vs {ref:.0f} ms = **{opt / ref:.2f}x** (eager {ratio(eager, ref)})",
+                         "yes" if opt / ref <= limit else f"no, by {opt / ref - limit:.3f}x"))
+
+    latency_target(("spinenet", "49", 640, 1), "SpineNet-49 @640 b1", 0.75)
+    latency_target(("mobile", "49", 384, 1), "Mobile-49 @384 b1", 0.5)
+    for contender, limit, label in (("tf", 1.05, "specgraph TF <= 1.05x Model Garden"),
+                                    ("tf-xla", 1.0, "TF XLA faster than Model Garden")):
+        ratios = {k: _ms(r, contender) / _ms(r, "modelgarden") for k, r in lat.items()
+                  if _ms(r, contender) and _ms(r, "modelgarden")}
+        if ratios:
+            worst = max(ratios, key=ratios.get)
+            bad = sum(v > limit for v in ratios.values())
+            rows.append((label, f"{min(ratios.values()):.2f}x-{max(ratios.values()):.2f}x "
+                                f"(worst {worst[0]}-{worst[1]}@{worst[2]} b{worst[3]})",
+                         "yes" if not bad else f"no on {bad} of {len(ratios)} cases"))
+    for framework, limit in (("torch", 0.1), ("tf", 0.5)):
+        for case, res in builds.items():
+            ref, mine = res["modelgarden"].get("build_s"), res[framework].get("build_s")
+            if ref and mine:
+                rows.append((f"build {case[0]}-{case[1]}: {framework} <= {limit}x Model Garden",
+                             f"{mine:.2f} s vs {ref:.2f} s = **{mine / ref:.2f}x**",
+                             "yes" if mine / ref <= limit else f"no, by {mine / ref - limit:.3f}x"))
+    ref_rss, rss = train["modelgarden"].get("peak_rss_mb"), train["torch"].get("peak_rss_mb")
+    if ref_rss and rss:
+        rows.append(("training-step peak RSS: torch <= Model Garden", f"{rss:.0f} MB vs {ref_rss:.0f} MB = "
+                     f"**{rss / ref_rss:.2f}x**", "yes" if rss <= ref_rss else "no"))
+    return rows
 
 
 def run_gpu(args: argparse.Namespace) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from specgraph import BackendError, Unit
 
@@ -75,8 +76,8 @@ class SqueezeExcitation(nn.Module):
 
     def __init__(self, channels: int, se_channels: int) -> None:
         super().__init__()
-        self.reduce = nn.Conv2d(channels, se_channels, 1)
-        self.expand = nn.Conv2d(se_channels, channels, 1)
+        self.reduce = skip_init(nn.Conv2d, channels, se_channels, 1)  # initialised below
+        self.expand = skip_init(nn.Conv2d, se_channels, channels, 1)
         for conv in (self.reduce, self.expand):
             init_variance_scaling(conv.weight)
             nn.init.zeros_(conv.bias)
