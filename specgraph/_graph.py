@@ -173,7 +173,7 @@ class _Builder:
                 owner[block.level] = block.name
         lo, hi = self.spec.endpoints.min_level, self.spec.endpoints.max_level
         for level in range(lo, hi + 1):
-            if level not in owner and self.spec.endpoints.min_level <= self.spec.endpoints.max_level:
+            if level not in owner:
                 self.fail("endpoints", f"endpoint level {level} (min_level {lo} .. max_level {hi}) has no output "
                           f"block; mark a level-{level} block `output = true` or narrow the endpoint levels")
 

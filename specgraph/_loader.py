@@ -197,7 +197,7 @@ def builtin_specs() -> list[str]:
 # ---------------------------------------------------------------- validation
 
 
-def _describe(error: dict, source: Source, data: Any) -> Problem:
+def _describe(error: dict, source: Source) -> Problem:
     loc = tuple(error["loc"])
     kind = error["type"]
     # Pydantic appends the validator name for tagged/after checks; drop function names.
@@ -256,7 +256,7 @@ def validate_data(data: Mapping[str, Any], source: Source | None = None) -> Spec
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(e, source, data) for e in exc.errors()]
+        problems = [_describe(e, source) for e in exc.errors()]
         raise SpecValidationError(problems) from None
     spec._source = source
     build_graph(spec)  # semantic checks: references, cycles, levels, outputs
