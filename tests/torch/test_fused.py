@@ -9,6 +9,9 @@ kernel at batch 1, and the plain-PyTorch fallback used off CPU.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import specgraph_torch
 import torch
@@ -187,3 +190,26 @@ def test_fallback_without_onednn_post_ops_matches():
     a, b = InferenceNet(model, onednn=False), InferenceNet(model)
     with torch.no_grad():
         assert _max_rel(a(x), b(x)) <= TOL
+
+
+_RSS_PROBE = """
+import sys, torch, specgraph_torch
+if sys.argv[1] == "reuse":
+    assert specgraph_torch.reuse_freed_memory()
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+before = rss_mb()
+x = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
+del x
+print(rss_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator setting")
+def test_reuse_freed_memory_keeps_freed_tensors_mapped():
+    """Without it glibc unmaps a freed 64 MB tensor at once; with it the memory stays for reuse."""
+    kept = {mode: float(subprocess.run([sys.executable, "-c", _RSS_PROBE, mode], capture_output=True, text=True,
+                                       check=True).stdout.split()[-1]) for mode in ("default", "reuse")}
+    assert kept["default"] < 16
+    assert kept["reuse"] > 48

@@ -7,6 +7,7 @@ from ._emit import emit
 from ._export import export, fold_batch_norm, optimize_for_inference, to_onnx
 from ._fused import InferenceNet, onednn_available
 from ._interop import load_structural, structural_name, to_structural
+from ._memory import reuse_freed_memory
 from ._model import OPTIONS, FeatureInfo, ShapeSpec, SpecgraphNet, compile
 from ._weights import WeightsError, load_modelgarden_weights, modelgarden_kwargs, modelgarden_names
 
@@ -30,6 +31,7 @@ __all__ = [
     "modelgarden_names",
     "onednn_available",
     "optimize_for_inference",
+    "reuse_freed_memory",
     "structural_name",
     "to_onnx",
     "to_structural",

@@ -66,6 +66,7 @@ class FusedConv(nn.Module):
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
         self.kernel, self.stride, self.groups = weight.shape[-1], stride, groups
+        self._strides, self._dilations = [stride, stride], [1, 1]
         self.depthwise = groups > 1 and groups == weight.shape[0]
         self.act = act
         self.onednn = onednn
@@ -132,12 +133,13 @@ class FusedConv(nn.Module):
             if add is None:
                 attr, scalars, algorithm, act_fn = self._plain
                 y = torch.ops.mkldnn._convolution_pointwise(
-                    x, weight, self.bias, padding, [self.stride] * 2, [1, 1], self.groups, attr, scalars, algorithm)
+                    x, weight, self.bias, padding, self._strides, self._dilations, self.groups, attr, scalars,
+                    algorithm)
             else:
                 attr, scalars, algorithm, act_fn = self._summed
                 add = add.contiguous(memory_format=_format_of(x))
                 y = torch.ops.mkldnn._convolution_pointwise.binary(
-                    x, add, weight, self.bias, padding, [self.stride] * 2, [1, 1], self.groups, "add", None,
+                    x, add, weight, self.bias, padding, self._strides, self._dilations, self.groups, "add", None,
                     None if attr == "none" else attr, scalars, algorithm)
             return y if act_fn is None else act_fn(y)
         y = F.conv2d(x, weight, self.bias, self.stride, padding, 1, self.groups)
