@@ -4,7 +4,7 @@
 """
 
 from ._emit import emit
-from ._model import OPTIONS, SpecgraphModel, build, compile
+from ._model import OPTIONS, SpecgraphModel, build, compile, xla_function
 from .deploy import TFLiteModel, export_saved_model, serving_function, to_tflite
 from .weights import WeightMismatchError, export_npz, load_weights, weights_dict
 
@@ -25,4 +25,5 @@ __all__ = [
     "serving_function",
     "to_tflite",
     "weights_dict",
+    "xla_function",
 ]

@@ -12,17 +12,19 @@ from specgraph import Unit
 from ._layers import (
     ConvNorm,
     LayerOptions,
+    PlannedLayer,
     StochasticDepth,
     _initializer,
     _no_autograph,
     activation_fn,
+    build_sublayer,
     hard_sigmoid,
 )
 
 __all__ = ["BlockUnit", "SqueezeExcite", "make_unit"]
 
 
-class SqueezeExcite(tf_keras.layers.Layer):
+class SqueezeExcite(PlannedLayer):
     """``x * hard_sigmoid(conv_b(relu(conv_a(mean_hw(x)))))``; both 1x1 convs have a bias."""
 
     def __init__(self, se_channels: int, channels: int, *, options: LayerOptions, **kwargs: Any) -> None:
@@ -36,6 +38,15 @@ class SqueezeExcite(tf_keras.layers.Layer):
         self.reduce = conv(se_channels, "reduce")
         self.expand = conv(channels, "expand")
 
+    def build(self, input_shape: Any) -> None:
+        shape = tf.TensorShape(input_shape)
+        squeezed = build_sublayer(self.reduce, [shape[0], 1, 1, shape[3]], self.compute_dtype)
+        build_sublayer(self.expand, squeezed, self.compute_dtype)
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape: Any) -> tf.TensorShape:
+        return tf.TensorShape(input_shape)
+
     @_no_autograph
     def call(self, x: tf.Tensor, training: Any = None) -> tf.Tensor:
         s = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
@@ -47,7 +58,7 @@ class SqueezeExcite(tf_keras.layers.Layer):
                 "expand/kernel": self.expand.kernel, "expand/bias": self.expand.bias}
 
 
-class BlockUnit(tf_keras.layers.Layer):
+class BlockUnit(PlannedLayer):
     """One unit of a block group. ``parts`` maps role names to sublayers in build order."""
 
     def __init__(self, unit: Unit, drop_rate: float, *, options: LayerOptions, **kwargs: Any) -> None:
@@ -88,6 +99,23 @@ class BlockUnit(tf_keras.layers.Layer):
             raise ValueError(f"unknown unit type {u.type!r}")
         # Keras tracks sublayers held in attributes; a plain dict attribute is tracked too.
         self.drop = StochasticDepth(drop_rate, name="drop") if drop_rate and self.residual else None
+
+    def build(self, input_shape: Any) -> None:
+        # In call order, so variables are created in the same order as by a traced build.
+        if self.shortcut is not None:
+            build_sublayer(self.shortcut, input_shape, self.compute_dtype)
+        shape = tf.TensorShape(input_shape)
+        for layer in self.parts.values():
+            shape = build_sublayer(layer, shape, self.compute_dtype)
+        if self.drop is not None:
+            build_sublayer(self.drop, shape, self.compute_dtype)
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape: Any) -> tf.TensorShape:
+        shape = tf.TensorShape(input_shape)
+        for layer in self.parts.values():
+            shape = tf.TensorShape(layer.compute_output_shape(shape))
+        return shape
 
     @_no_autograph
     def call(self, x: tf.Tensor, training: Any = None) -> tf.Tensor:
