@@ -213,3 +213,15 @@ def test_reuse_freed_memory_keeps_freed_tensors_mapped():
                                        check=True).stdout.split()[-1]) for mode in ("default", "reuse")}
     assert kept["default"] < 16
     assert kept["reuse"] > 48
+
+
+def test_loading_a_state_dict_refreshes_cached_kernels():
+    """Grown depthwise kernels are cached per input size; new weights must not meet stale copies."""
+    size = (64, 64)  # even: the depthwise resampling convs use grown kernels
+    a, b = _model("spinenet_mobile", "49XS", size, seed=5), _model("spinenet_mobile", "49XS", size, seed=6)
+    fast = InferenceNet(a)
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        fast(x)  # fills the cache with a's kernels
+        fast.load_state_dict(InferenceNet(b).state_dict())
+        assert _max_rel(fast(x), b(x)) <= TOL

@@ -97,9 +97,14 @@ class FusedConv(nn.Module):
             bias = (bias - norm.running_mean) * scale + norm.bias.detach()
         return cls(weight.clone(), bias.clone(), conv.stride[0], conv.groups, act, onednn)
 
-    def _apply(self, fn, recurse=True):  # nn.Module hook: also called by .to() and .cuda()
-        self._layouts.clear()  # cached kernels belong to the old device / dtype
+    # Cached grown kernels are copies: drop them when the weights move or are loaded.
+    def _apply(self, fn, recurse=True):  # nn.Module hook behind .to(), .cuda(), .double()
+        self._layouts.clear()
         return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # nn.Module hook behind load_state_dict
+        self._layouts.clear()
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _layout(self, height: int, width: int) -> tuple[torch.Tensor, list[int], tuple[int, ...] | None]:
         """(kernel, symmetric conv padding, explicit F.pad or None) for one input size, cached."""
