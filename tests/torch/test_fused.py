@@ -225,3 +225,10 @@ def test_loading_a_state_dict_refreshes_cached_kernels():
         fast(x)  # fills the cache with a's kernels
         fast.load_state_dict(InferenceNet(b).state_dict())
         assert _max_rel(fast(x), b(x)) <= TOL
+
+
+def test_unknown_modules_get_a_clear_error():
+    model = _model("spinenet_mobile", "49XS", (64, 64))
+    model.nodes["stem"].ops.append(nn.ReLU())  # not a plan op
+    with pytest.raises(specgraph.BackendError, match="cannot lower a ReLU op"):
+        InferenceNet(model)

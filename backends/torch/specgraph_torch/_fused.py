@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from specgraph import BackendError
+
 from ._blocks import BottleneckUnit, MBConvUnit, ResidualUnit, SqueezeExcitation
 from ._model import SpecgraphNet, _BlockNode, _OpChain
 from ._ops import ACTIVATIONS, ConvNormAct, MaxPoolSame, UpsampleNearest, hard_sigmoid, same_padding
@@ -374,9 +376,13 @@ class InferenceNet(nn.Module):
     def _lower(self, module: nn.Module) -> nn.Module:
         if isinstance(module, _OpChain):
             return self._chain(module)
-        assert isinstance(module, _BlockNode)
+        if not isinstance(module, _BlockNode):
+            raise BackendError(f"InferenceNet cannot lower a {type(module).__name__} node")
         act = _act_name(module.fusion_act)
         chains = [self._chain(c) for c in module.inputs]
+        unknown = [type(u).__name__ for u in module.units if type(u) not in _UNITS]
+        if unknown:
+            raise BackendError(f"InferenceNet cannot lower unit type(s) {', '.join(unknown)}")
         units = [_UNITS[type(u)](u, self.onednn) for u in module.units]
         return _Block(module, chains, units, act, self.onednn)
 
@@ -387,9 +393,10 @@ class InferenceNet(nn.Module):
                 ops.append(FusedConv.fold(op, _act_name(op.act), self.onednn))
             elif isinstance(op, MaxPoolSame):
                 ops.append(_MaxPool(op.kernel, op.stride))
-            else:
-                assert isinstance(op, UpsampleNearest)
+            elif isinstance(op, UpsampleNearest):
                 ops.append(_Upsample(op.factor, op.level))
+            else:
+                raise BackendError(f"InferenceNet cannot lower a {type(op).__name__} op")
         return _Chain(ops)
 
     def train(self, mode: bool = True) -> InferenceNet:
