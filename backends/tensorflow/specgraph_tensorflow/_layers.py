@@ -278,7 +278,11 @@ class Fuse(PlannedLayer):
     @_no_autograph
     def call(self, inputs: list[tf.Tensor], training: Any = None) -> tf.Tensor:
         if self.method == "sum":
-            x = tf.add_n(inputs)
+            # A chain of AddV2, as Model Garden's Add layers give: grappler's remapper fuses AddV2
+            # (not AddN) with the conv before it, and the summation order matches bit for bit.
+            x = inputs[0]
+            for t in inputs[1:]:
+                x = x + t
         else:
             w = tf.nn.relu(tf.cast(self.fusion_weights, inputs[0].dtype))
             x = tf.add_n([w[i] * t for i, t in enumerate(inputs)]) / (tf.reduce_sum(w) + tf.cast(1e-4, w.dtype))
