@@ -30,7 +30,7 @@ from torch import nn
 from specgraph import BackendError
 
 from ._blocks import BottleneckUnit, MBConvUnit, ResidualUnit, SqueezeExcitation
-from ._model import SpecgraphNet, _BlockNode, _OpChain
+from ._model import SpecgraphNet, _BlockNode, _OpChain, fuse_inputs
 from ._ops import ACTIVATIONS, ConvNormAct, MaxPoolSame, UpsampleNearest, hard_sigmoid, same_padding
 
 __all__ = ["InferenceNet", "onednn_available"]
@@ -194,20 +194,6 @@ def _ceil_mode_fits(sizes: Sequence[int], kernel: int, stride: int, padding: tup
     return True
 
 
-class _Upsample(nn.Module):
-    def __init__(self, factor: int, level: int) -> None:
-        super().__init__()
-        self.factor, self.level = factor, level
-
-    def forward(self, x: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-        step = 2**self.level
-        height, width = -(-image_hw[0] // step), -(-image_hw[1] // step)
-        x = F.interpolate(x, scale_factor=float(self.factor), mode="nearest")
-        if x.shape[-2] != height or x.shape[-1] != width:
-            x = x[:, :, :height, :width]
-        return x
-
-
 def _is_pointwise(op: nn.Module) -> bool:
     return isinstance(op, FusedConv) and op.kernel == 1 and op.stride == 1
 
@@ -222,7 +208,7 @@ class _Chain(nn.Module):
         while moved:  # bubble pointwise convs forward past upsamples: conv(up(x)) == up(conv(x))
             moved = False
             for i in range(len(ops) - 1):
-                if isinstance(ops[i], _Upsample) and _is_pointwise(ops[i + 1]):
+                if isinstance(ops[i], UpsampleNearest) and _is_pointwise(ops[i + 1]):
                     ops[i], ops[i + 1] = ops[i + 1], ops[i]
                     moved = True
         self.ops = nn.ModuleList(ops)
@@ -233,7 +219,7 @@ class _Chain(nn.Module):
     def forward(self, x: torch.Tensor, image_hw: tuple[int, int], add: torch.Tensor | None = None) -> torch.Tensor:
         last = len(self.ops) - 1
         for i, op in enumerate(self.ops):
-            if isinstance(op, _Upsample):
+            if isinstance(op, UpsampleNearest):
                 x = op.forward(x, image_hw)
             elif i == last and add is not None:
                 x = op.forward(x, add)
@@ -332,13 +318,7 @@ class _Block(nn.Module):
     def forward(self, parents: list[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
         if self.host is None:
             xs = [chain.forward(p, image_hw) for chain, p in zip(self.inputs, parents, strict=True)]
-            if self.weighted:
-                w = torch.relu(self.fusion_weights)
-                x = sum(w[i] * t for i, t in enumerate(xs)) / (w.sum() + 1e-4)
-            else:
-                x = xs[0]
-                for t in xs[1:]:
-                    x = x + t
+            x = fuse_inputs(xs, self.fusion_weights if self.weighted else None)
             if self.act is not None:
                 x = ACTIVATIONS[self.act](x)
         else:
@@ -394,7 +374,7 @@ class InferenceNet(nn.Module):
             elif isinstance(op, MaxPoolSame):
                 ops.append(_MaxPool(op.kernel, op.stride))
             elif isinstance(op, UpsampleNearest):
-                ops.append(_Upsample(op.factor, op.level))
+                ops.append(op)  # parameter-free: the source's module serves as is
             else:
                 raise BackendError(f"InferenceNet cannot lower a {type(op).__name__} op")
         return _Chain(ops)

@@ -60,6 +60,17 @@ class _OpChain(nn.Module):
         return x
 
 
+def fuse_inputs(xs: Sequence[torch.Tensor], weights: torch.Tensor | None) -> torch.Tensor:
+    """A block's fusion: the sum, or with ``weights`` fast normalised ``sum(relu(w_i) x_i) / (sum relu(w) + 1e-4)``."""
+    if weights is not None:
+        w = torch.relu(weights)
+        return sum(w[i] * t for i, t in enumerate(xs)) / (w.sum() + 1e-4)
+    x = xs[0]
+    for t in xs[1:]:
+        x = x + t
+    return x
+
+
 class _BlockNode(nn.Module):
     """Resample every input, fuse (sum or fast normalised weights), activation, block-group units."""
 
@@ -75,13 +86,7 @@ class _BlockNode(nn.Module):
 
     def forward(self, parents: list[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
         xs = [edge(p, image_hw) for edge, p in zip(self.inputs, parents, strict=True)]
-        if self.weighted:
-            w = torch.relu(self.fusion_weights)
-            x = sum(w[i] * t for i, t in enumerate(xs)) / (w.sum() + 1e-4)
-        else:
-            x = xs[0]
-            for t in xs[1:]:
-                x = x + t
+        x = fuse_inputs(xs, self.fusion_weights if self.weighted else None)
         return self.units(self.fusion_act(x))
 
 
