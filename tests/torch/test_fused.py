@@ -232,3 +232,29 @@ def test_unknown_modules_get_a_clear_error():
     model.nodes["stem"].ops.append(nn.ReLU())  # not a plan op
     with pytest.raises(specgraph.BackendError, match="cannot lower a ReLU op"):
         InferenceNet(model)
+
+
+def test_prepacked_kernels_follow_the_input_shape_and_stay_out_of_copies():
+    """oneDNN kernels are prepacked per input shape; a new batch or size, a deepcopy and a
+    pickle round trip all still compute the plain model's function."""
+    import copy
+    import io
+
+    model = _model("spinenet_mobile", "49XS", (64, 64), seed=7)
+    fast = InferenceNet(model)
+    with torch.no_grad():
+        _check_against(fast, model, torch.randn(1, 3, 64, 64))
+        if fast.onednn:
+            cached = [w for m in fast.modules() if isinstance(m, FusedConv) for w, _, _ in m._layouts.values()]
+            assert cached and all(w.is_mkldnn for w in cached)
+        _check_against(fast, model, torch.randn(2, 3, 64, 64))  # new batch: new packing
+        _check_against(fast, model, torch.randn(1, 3, 72, 56))  # new size
+        _check_against(copy.deepcopy(fast), model, torch.randn(1, 3, 64, 64))
+        buffer = io.BytesIO()
+        torch.save(fast, buffer)
+        buffer.seek(0)
+        _check_against(torch.load(buffer, weights_only=False), model, torch.randn(1, 3, 64, 64))
+
+
+def _check_against(fast: InferenceNet, model: nn.Module, x: torch.Tensor) -> None:
+    assert _max_rel(fast(x), model(x)) <= TOL
