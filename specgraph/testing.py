@@ -1,17 +1,19 @@
-"""Hypothesis strategies for specgraph specs, for this project's tests and for backend authors'.
+"""Test helpers for this project's tests and for backend authors'.
 
 ``valid_specs()`` draws random valid spec dicts (every block type, resampling policy,
 fusion method and the merge rule); ``specgraph.load`` accepts them as they are.
+``imported_modules(source)`` lists what an emitted standalone model file imports.
 Needs ``hypothesis`` (not a dependency of the core).
 """
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 from hypothesis import strategies as st
 
-__all__ = ["TYPES", "valid_specs"]
+__all__ = ["TYPES", "imported_modules", "valid_specs"]
 
 TYPES = ["residual", "bottleneck", "mbconv"]
 
@@ -57,3 +59,14 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         "variants": {"v": variant},
         "blocks": blocks,
     }
+
+
+def imported_modules(source: str) -> set[str]:
+    """The modules a Python source imports (``import a.b`` -> ``a.b``; ``from m import x`` -> ``m``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add("." * node.level + (node.module or ""))
+    return names

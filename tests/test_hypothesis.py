@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import specgraph
 from specgraph import SpecgraphError
-from specgraph.testing import valid_specs
+from specgraph.testing import imported_modules, valid_specs
 
 sizes = st.tuples(st.integers(1, 300), st.integers(1, 300))
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -123,3 +123,8 @@ def test_builtin_specs_round_trip(fmt) -> None:
     for name in specgraph.builtin_specs():
         spec = specgraph.load(name)
         assert specgraph.load(spec.dumps(fmt) + "\n") == spec
+
+
+def test_imported_modules_lists_what_a_source_imports():
+    source = "import os.path, json as j\nfrom torch import nn\nfrom .sibling import x\n\ndef f():\n    import math\n"
+    assert imported_modules(source) == {"os.path", "json", "torch", ".sibling", "math"}

@@ -17,8 +17,9 @@ import specgraph  # noqa: E402
 H, W = 256, 384
 
 
-def randomize_modelgarden(model: Any, seed: int) -> None:
-    """Random non-trivial weights and BN statistics, so a wrong mapping cannot go unnoticed."""
+def randomize_norms(model: Any, seed: int) -> None:
+    """Random non-trivial BN statistics and biases in a Keras model (Model Garden's or ours), so a
+    wrong weight mapping cannot go unnoticed and outputs stay far from zero."""
     rng = np.random.default_rng(seed)
     for v in model.weights:
         name = v.name
@@ -51,7 +52,7 @@ def _modelgarden(kind: str, model_id: str, shape: list[int | None]) -> Any:
 def mg_spinenet_49s() -> Any:
     """Model Garden SpineNet-49S at a fixed 256x384 input (so sp10 exists), random weights and BN stats."""
     model = _modelgarden("spinenet", "49S", [None, H, W, 3])
-    randomize_modelgarden(model, seed=1)
+    randomize_norms(model, seed=1)
     return model
 
 
@@ -59,7 +60,7 @@ def mg_spinenet_49s() -> Any:
 def mg_mobile_49xs() -> Any:
     """Model Garden SpineNet-Mobile-49XS at a fixed 256x384 input (so sp11 exists), randomised."""
     model = _modelgarden("spinenet_mobile", "49XS", [None, H, W, 3])
-    randomize_modelgarden(model, seed=2)
+    randomize_norms(model, seed=2)
     return model
 
 
@@ -91,3 +92,9 @@ def make_images() -> Any:
 @pytest.fixture(scope="session")
 def rel_diff() -> Any:
     return max_rel_diff
+
+
+@pytest.fixture(name="randomize_norms")
+def randomize_norms_fixture() -> Any:
+    """:func:`randomize_norms` for test modules (conftest helpers are not importable here)."""
+    return randomize_norms

@@ -11,23 +11,10 @@ import tf_keras
 import specgraph
 
 
-def _randomize(model, seed):
-    """Non-trivial BN statistics so the outputs are far from zero."""
-    rng = np.random.default_rng(seed)
-    for name, v in sgt.weights_dict(model).items():
-        role = name.rsplit("/", 1)[-1]
-        if role == "moving_mean":
-            v.assign(rng.normal(0.0, 0.1, v.shape))
-        elif role in ("moving_variance", "gamma"):
-            v.assign(rng.uniform(0.5, 1.5, v.shape))
-        elif role in ("beta", "bias"):
-            v.assign(rng.normal(0.0, 0.1, v.shape))
-
-
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
-def test_tflite_mobile_49_matches_keras(make_images):
+def test_tflite_mobile_49_matches_keras(make_images, randomize_norms):
     model = specgraph.compile("spinenet_mobile", backend="tensorflow", variant="49", input_size=(256, 256))
-    _randomize(model, seed=3)
+    randomize_norms(model, seed=3)
     lite = sgt.to_tflite(model, (192, 256))
     x = make_images(1, 192, 256, seed=9)
     got = lite.run(x)
@@ -39,9 +26,9 @@ def test_tflite_mobile_49_matches_keras(make_images):
         assert np.abs(got[level] - ref[level]).max() <= 1e-4, level
 
 
-def test_mixed_bfloat16_builds_and_runs(make_images):
+def test_mixed_bfloat16_builds_and_runs(make_images, randomize_norms):
     reference = specgraph.compile("spinenet_mobile", backend="tensorflow", variant="49XS", input_size=(128, 128))
-    _randomize(reference, seed=4)
+    randomize_norms(reference, seed=4)
     tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         model = specgraph.compile("spinenet_mobile", backend="tensorflow", variant="49XS", input_size=(128, 128))

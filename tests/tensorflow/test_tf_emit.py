@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import keyword
 import os
@@ -18,6 +17,7 @@ import tensorflow as tf
 
 import specgraph
 from specgraph._codegen import emit
+from specgraph.testing import imported_modules
 
 FRAMEWORK = {"tensorflow", "tf_keras"}
 
@@ -43,18 +43,8 @@ print(json.dumps(deltas))
 """
 
 
-def _imports(source: str) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            names.add(node.module or "")
-    return names
-
-
 def _check_imports(source: str) -> None:
-    roots = {name.split(".")[0] for name in _imports(source)}
+    roots = {name.split(".")[0] for name in imported_modules(source)}
     assert "tensorflow" in roots and "tf_keras" in roots
     assert roots <= FRAMEWORK | set(sys.stdlib_module_names), roots
     assert not roots & {"numpy", "specgraph", "specgraph_tensorflow"}

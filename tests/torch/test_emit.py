@@ -13,6 +13,7 @@ import torch
 
 import specgraph
 from specgraph._codegen import emit
+from specgraph.testing import imported_modules
 
 ALLOWED_IMPORTS = {"__future__", "math", "torch", "torch.nn", "torch.nn.functional"}
 
@@ -37,16 +38,6 @@ def _class_name(source: str) -> str:
     return [n.name for n in tree.body if isinstance(n, ast.ClassDef)][-1]
 
 
-def _imports(source: str) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names if node.module == "torch"}
-    return names
-
-
 def _randomise_norms(model: torch.nn.Module) -> None:
     gen = torch.Generator().manual_seed(0)
     for m in model.modules():
@@ -61,7 +52,7 @@ def _randomise_norms(model: torch.nn.Module) -> None:
 def test_emitted_module_equals_compiled_model(tmp_path: Path, family: str, variant: str) -> None:
     plan = specgraph.plan(specgraph.load(family), variant, (128, 192))
     source = emit(plan, "torch")
-    assert _imports(source) <= ALLOWED_IMPORTS
+    assert imported_modules(source) <= ALLOWED_IMPORTS
     for field in (plan.spec_name, f"variant:    {variant}", plan.hash, specgraph.__version__):
         assert field in source.split('"""')[1]
     model = specgraph.compile(plan, backend="torch").eval()
@@ -99,7 +90,7 @@ def test_hostile_names_become_safe_identifiers(mini) -> None:
     spec = specgraph.load(json.loads(text))
     plan = specgraph.plan(spec, input_size=64)
     source = emit(plan, "torch")
-    assert _imports(source) <= ALLOWED_IMPORTS
+    assert imported_modules(source) <= ALLOWED_IMPORTS
     namespace: dict = {}
     exec(compile(source, "emitted.py", "exec"), namespace)
     idents = namespace["SPEC_NAMES"]
