@@ -197,3 +197,21 @@ def test_initialisers(plan_49s, plan_mobile):
     dw = unit.depthwise.conv.weight  # in-block depthwise: VarianceScaling with Keras fan_in 9*C
     assert dw.std().item() == pytest.approx(_fan_in_std(9 * dw.shape[0]), rel=0.1)
     assert torch.equal(unit.se.reduce.bias, torch.zeros_like(unit.se.reduce.bias))
+
+
+def test_variance_scaling_draws_a_normal_truncated_at_two_std():
+    """Against the truncated normal's tail masses, P(|z| > a given |z| <= 2), from the error function."""
+    from specgraph_torch._ops import _TRUNC_STD, init_variance_scaling
+
+    torch.manual_seed(3)
+    weight = torch.empty(256, 256, 3, 3)  # ~590k draws
+    init_variance_scaling(weight)
+    sigma = math.sqrt(1.0 / (9 * 256)) / _TRUNC_STD  # the normal's std before truncation
+    z = (weight / sigma).flatten()
+    assert z.abs().max().item() <= 2.0 + 1e-6
+    assert z.mean().item() == pytest.approx(0.0, abs=0.005)
+    inside = math.erf(2.0 / math.sqrt(2.0))
+    for a, tol in ((1.0, 0.003), (1.9, 0.001)):
+        expected = (inside - math.erf(a / math.sqrt(2.0))) / inside  # 0.2848, 0.0125
+        assert (z.abs() > a).float().mean().item() == pytest.approx(expected, abs=tol)
+    assert weight.std().item() == pytest.approx(_fan_in_std(9 * 256), rel=0.005)

@@ -111,15 +111,14 @@ def init_variance_scaling(weight: torch.Tensor, depthwise: bool = False) -> None
     """Keras ``VarianceScaling()``: fan-in, truncated normal at 2 std."""
     fan_in, _ = _keras_fans(weight, depthwise)
     std = math.sqrt(1.0 / fan_in) / _TRUNC_STD
-    # Rejection sampling, exact for a +-2 std truncation: draw 5% extra (95.4% are kept),
-    # keep the ones inside; 2x faster than resampling in place and 3x than nn.init.trunc_normal_.
-    needed, parts = weight.numel(), []
-    while needed > 0:
-        draw = torch.randn(int(needed * 1.05) + 64)
-        kept = draw[draw.abs() <= 2.0][:needed]
-        parts.append(kept)
-        needed -= kept.numel()
-    sample = parts[0] if len(parts) == 1 else torch.cat(parts)
+    # Rejection sampling, exact for a +-2 std truncation: redraw only the 4.6% outside, by
+    # index (no compaction pass over the kept 95%); ~3x faster than nn.init.trunc_normal_.
+    sample = torch.randn(weight.numel())
+    outside = (sample.abs() > 2.0).nonzero().squeeze(1)
+    while outside.numel():
+        fresh = torch.randn(outside.numel())
+        sample[outside] = fresh
+        outside = outside[fresh.abs() > 2.0]
     with torch.no_grad():
         weight.copy_(sample.view(weight.shape).mul_(std))
 
