@@ -131,6 +131,25 @@ def latency(args: argparse.Namespace) -> dict:
             "runs": len(times), "first_call_s": first}
 
 
+def alternating(args: argparse.Namespace) -> dict:
+    """Several TF contenders (comma-separated) in one process, calls rotated round by round.
+
+    The machine's load swings between processes; alternating calls in one process puts
+    every contender under the same load, so their ratio is steadier than separate medians.
+    """
+    size = (args.size, args.size)
+    _setup_tf(args.threads)
+    names = args.contender.split(",")
+    runs = {c: _runner(c, _build(c, args.family, args.variant, size), args.batch, size, "cpu") for c in names}
+    for run in runs.values():
+        _time(run, args.warmup, 0)
+    times: dict[str, list[float]] = {c: [] for c in names}
+    for i in range(args.runs):
+        for c in names[i % len(names):] + names[:i % len(names)]:
+            times[c].extend(_time(runs[c], 0, 1))
+    return {"medians": {c: statistics.median(t) * 1e3 for c, t in times.items()}}
+
+
 def build(args: argparse.Namespace) -> dict:
     size = (args.size, args.size)
     (_setup_torch if args.contender == "torch" else _setup_tf)(args.threads)
@@ -239,7 +258,7 @@ def gpu(args: argparse.Namespace) -> dict:
     return {"images_per_s": args.batch / statistics.median(times), "median_ms": statistics.median(times) * 1e3}
 
 
-TASKS = {"latency": latency, "build": build, "ceiling": ceiling, "train": train, "gpu": gpu}
+TASKS = {"latency": latency, "alternating": alternating, "build": build, "ceiling": ceiling, "train": train, "gpu": gpu}
 
 
 def main() -> None:
