@@ -52,7 +52,8 @@ _POST_OPS: dict[str, tuple[str, list[float], str]] = {
 
 def onednn_available() -> bool:
     """Whether this torch build has the oneDNN fused-conv ops the CPU fast path uses."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    return torch.backends.mkldnn.is_available() and all(
+        hasattr(torch.ops.mkldnn, op) for op in ("_convolution_pointwise", "_reorder_convolution_weight"))
 
 
 def _act_name(module: nn.Module) -> str | None:
