@@ -9,6 +9,8 @@ kernel at batch 1, and the plain-PyTorch fallback used off CPU.
 
 from __future__ import annotations
 
+import copy
+import io
 import subprocess
 import sys
 
@@ -237,9 +239,6 @@ def test_unknown_modules_get_a_clear_error():
 def test_prepacked_kernels_follow_the_input_shape_and_stay_out_of_copies():
     """oneDNN kernels are prepacked per input shape; a new batch or size, a deepcopy and a
     pickle round trip all still compute the plain model's function."""
-    import copy
-    import io
-
     model = _model("spinenet_mobile", "49XS", (64, 64), seed=7)
     fast = InferenceNet(model)
     with torch.no_grad():
