@@ -1,8 +1,8 @@
 """The benchmark suite: specgraph against Model Garden on the machine at hand.
 
     make bench                       # everything on the CPU, writes docs/benchmarks.md + docs/benchmarks/*.png
-    python benchmarks/run.py --quick # fewer cases, for a look
-    python benchmarks/run.py --device cuda   # the GPU section (skips when there is no GPU)
+    python benchmarks/run.py --quick # fewer cases, for a look (writes out/benchmarks-quick.md)
+    python benchmarks/run.py --device cuda   # the GPU section, docs/benchmarks-gpu.md (says so when there is no GPU)
 
 Every measurement runs in its own process (``benchmarks/_worker.py``) with the same
 thread settings; contenders are interleaved case by case, and every figure is quoted as
@@ -165,10 +165,11 @@ def run_cpu(args: argparse.Namespace) -> str:
                       "torch eager ms", "torch optimised ms", "torch opt GFLOP/s / ceiling", "MG GFLOP/s"], rows))
 
     labels = [f"{'SN' if f == 'spinenet' else 'M'}-{v}@{s} b{b}" for (f, v, s, b) in lat]
-    plot(DOCS / "benchmarks" / "latency_ratio.png", "Latency relative to Model Garden (lower is faster)", labels,
+    figures = Path(args.output).with_suffix("")  # docs/benchmarks.md -> docs/benchmarks/
+    plot(figures / "latency_ratio.png", "Latency relative to Model Garden (lower is faster)", labels,
          {c: [(r[c].get("median_ms") or 0) / (r["modelgarden"].get("median_ms") or 1) for r in lat.values()]
           for c in LATENCY[1:]}, "time / Model Garden")
-    out.append("\n\n![latency ratios](benchmarks/latency_ratio.png)\n")
+    out.append(f"\n\n![latency ratios]({figures.name}/latency_ratio.png)\n")
 
     out.append("\n### The TF contenders alternated in one process (batch 1)\n")
     out.append("The separate-process medians above swing with the machine's load between processes; "
@@ -201,7 +202,7 @@ def run_cpu(args: argparse.Namespace) -> str:
     raw = {"ceiling": ceil, "latency": {str(k): v for k, v in lat.items()},
            "alternating": {str(k): v for k, v in alt.items()},
            "build": {str(k): v for k, v in builds.items()}, "train": train}
-    (DOCS / "benchmarks" / "raw.json").write_text(json.dumps(raw, indent=1))
+    (figures / "raw.json").write_text(json.dumps(raw, indent=1))
     return "\n".join(out)
 
 
@@ -253,16 +254,23 @@ def targets(lat: dict, builds: dict, train: dict, alt: dict) -> list[tuple[str, 
 
 
 def run_gpu(args: argparse.Namespace) -> str:
-    out = ["## GPU (bf16)\n"]
+    contenders = ("modelgarden", "tf", "torch")  # Model Garden under the same mixed_bfloat16 + XLA as specgraph TF
+    out = ["## GPU (bf16, batch 8, 640x640; images/s, ratio to Model Garden in the same run)\n"]
     rows = []
     for variant in ("49", "96"):
-        res = {c: work("gpu", c, "spinenet", variant, 640, 8, args.runs, args.threads) for c in ("torch", "tf")}
+        res = {c: work("gpu", c, "spinenet", variant, 640, 8, args.runs, args.threads) for c in contenders}
         if all("skipped" in r for r in res.values()):
-            return "## GPU\n\nNo GPU on this machine: " + "; ".join(r["skipped"] for r in res.values()) + ".\n"
-        rows.append([f"SpineNet-{variant}@640 b8"] + [f"{r.get('images_per_s', 0):.1f}" if "images_per_s" in r
-                                                     else r.get("skipped", r.get("error", "?")) for r in res.values()])
-    out.append(table(["model", "torch bf16 + channels_last + torch.compile img/s", "TF mixed_bfloat16 + XLA img/s"],
-                     rows))
+            reasons = sorted({r["skipped"] for r in res.values()})
+            return "## GPU\n\nNo GPU on this machine: " + "; ".join(reasons) + ".\n"
+        ref = res["modelgarden"].get("images_per_s")
+        cells = []
+        for r in res.values():
+            ips = r.get("images_per_s")
+            # images/s: higher is faster, so the ratio is Model Garden's time over ours
+            cells.append(f"{ips:.1f} ({ratio(ref, ips)} MG time)" if ips else r.get("skipped", r.get("error", "?")))
+        rows.append([f"SpineNet-{variant}", *cells])
+    out.append(table(["model", "Model Garden mixed_bfloat16 + XLA", "specgraph TF mixed_bfloat16 + XLA",
+                      "specgraph torch bf16 autocast + channels_last + torch.compile (CUDA graphs)"], rows))
     return "\n".join(out)
 
 
@@ -273,13 +281,20 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="batch 8 for every case (about an hour on 2 cores)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per measurement (>= 10 for the report)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--output", default=str(DOCS / "benchmarks.md"))
+    parser.add_argument("--output", help="the report (default docs/benchmarks.md; docs/benchmarks-gpu.md with "
+                                             "--device cuda and out/benchmarks-quick.md with --quick, so neither "
+                                             "replaces the recorded CPU report); figures go to the folder of the "
+                                             "same name beside it")
     args = parser.parse_args()
+    if args.output is None:
+        args.output = str(DOCS / "benchmarks-gpu.md" if args.device == "cuda"
+                          else ROOT / "out" / "benchmarks-quick.md" if args.quick else DOCS / "benchmarks.md")
     started = time.strftime("%Y-%m-%d %H:%M")
     body = run_gpu(args) if args.device == "cuda" else run_cpu(args)
     flags = "".join(f" --{f}" for f in ("quick", "full") if getattr(args, f))
     command = f"python benchmarks/run.py{flags} --device {args.device}"
     text = f"# Benchmarks\n\nMeasured {started} by `{command}`.\n\n{body}\n"
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text)
     print(f"wrote {args.output}")
 
