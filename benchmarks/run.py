@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -129,8 +130,7 @@ def run_cpu(args: argparse.Namespace) -> str:
 
     print("build", flush=True)
     build_cases = [("spinenet", "49", 640), ("mobile", "49", 384)] if not args.quick else [("spinenet", "49", 640)]
-    builds = {case: {c: work("build", c, case[0], case[1], case[2], threads=args.threads)
-                     for c in ("modelgarden", "tf", "torch")} for case in build_cases}
+    builds = {case: median_builds(case, BUILD_ROUNDS, args.threads) for case in build_cases}
 
     print("training step", flush=True)
     train = {c: work("train", c, "spinenet", "49S", 384, 2, max(5, runs // 2), args.threads)
@@ -183,7 +183,8 @@ def run_cpu(args: argparse.Namespace) -> str:
                      *(f"{res[c]:.1f} ({ratio(res[c], ref)})" if res.get(c) else "failed" for c in ALTERNATED[1:])])
     out.append(table(["model", "input", "Model Garden ms", "specgraph TF ms", "TF XLA ms"], rows))
 
-    out.append("\n## Build time (fresh process, after a warm-up build)\n")
+    out.append(f"\n## Build time (median of {BUILD_ROUNDS} fresh processes per contender, alternated; "
+               "each after a warm-up build)\n")
     rows = []
     for (family, variant, size), res in builds.items():
         ref = res["modelgarden"].get("build_s")
@@ -204,6 +205,23 @@ def run_cpu(args: argparse.Namespace) -> str:
            "build": {str(k): v for k, v in builds.items()}, "train": train}
     (figures / "raw.json").write_text(json.dumps(raw, indent=1))
     return "\n".join(out)
+
+
+BUILD_ROUNDS = 3
+BUILDERS = ("modelgarden", "tf", "torch")
+
+
+def median_builds(case: tuple[str, str, int], rounds: int, threads: int) -> dict[str, dict]:
+    """Build times per contender: one fresh process per build, contenders alternated round by
+    round (a single build swings by +-30% here with the machine's load)."""
+    times: dict[str, list[float]] = {c: [] for c in BUILDERS}
+    for _ in range(rounds):
+        for c in BUILDERS:
+            res = work("build", c, case[0], case[1], case[2], threads=threads)
+            if "build_s" in res:
+                times[c].append(res["build_s"])
+    return {c: {"build_s": statistics.median(t), "all_s": t} if t else {"error": "every build failed"}
+            for c, t in times.items()}
 
 
 def _ms(res: dict, contender: str) -> float | None:
