@@ -21,9 +21,9 @@ $(VENV)/.test-deps: $(BIN)/specgraph requirements-test.txt $(BACKENDS)
 	$(foreach b,$(BACKENDS),$(PIP) --no-deps -e $(dir $(b)) &&) true
 	touch $@
 
+# With its declared dependencies (torch, numpy); torch's version comes from constraints.txt.
 $(VENV)/.torch: $(BIN)/specgraph backends/torch/pyproject.toml
-	$(PIP) torch
-	$(PIP) --no-deps -e backends/torch
+	$(PIP) -e backends/torch
 	touch $@
 
 demo: $(VENV)/.torch
