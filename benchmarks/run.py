@@ -33,6 +33,8 @@ MOBILE = [("mobile", v, s) for s in (384, 512) for v in ("49XS", "49S", "49")]
 BATCH8 = [("spinenet", "49S", 640), ("mobile", "49", 384)]  # batch 8 on these unless --full
 LATENCY = ["modelgarden", "tf", "tf-xla", "torch-eager", "torch-opt"]
 ALTERNATED = ["modelgarden", "tf", "tf-xla"]  # TF contenders, also timed alternately in one process
+FRAMEWORKS = ("modelgarden", "tf", "torch")  # one contender per framework: build, training step, GPU
+BUILD_ROUNDS = 3
 FAMILY = {"spinenet": "spinenet", "mobile": "spinenet_mobile"}
 
 
@@ -134,7 +136,7 @@ def run_cpu(args: argparse.Namespace) -> str:
 
     print("training step", flush=True)
     train = {c: work("train", c, "spinenet", "49S", 384, 2, max(5, runs // 2), args.threads)
-             for c in ("modelgarden", "tf", "torch")}
+             for c in FRAMEWORKS}
 
     out.append(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, "
                f"{args.threads} threads per contender. Ratios < 1 mean faster than Model Garden.\n")
@@ -207,16 +209,12 @@ def run_cpu(args: argparse.Namespace) -> str:
     return "\n".join(out)
 
 
-BUILD_ROUNDS = 3
-BUILDERS = ("modelgarden", "tf", "torch")
-
-
 def median_builds(case: tuple[str, str, int], rounds: int, threads: int) -> dict[str, dict]:
     """Build times per contender: one fresh process per build, contenders alternated round by
     round (a single build swings by +-30% here with the machine's load)."""
-    times: dict[str, list[float]] = {c: [] for c in BUILDERS}
+    times: dict[str, list[float]] = {c: [] for c in FRAMEWORKS}
     for _ in range(rounds):
-        for c in BUILDERS:
+        for c in FRAMEWORKS:
             res = work("build", c, case[0], case[1], case[2], threads=threads)
             if "build_s" in res:
                 times[c].append(res["build_s"])
@@ -272,11 +270,11 @@ def targets(lat: dict, builds: dict, train: dict, alt: dict) -> list[tuple[str, 
 
 
 def run_gpu(args: argparse.Namespace) -> str:
-    contenders = ("modelgarden", "tf", "torch")  # Model Garden under the same mixed_bfloat16 + XLA as specgraph TF
     out = ["## GPU (bf16, batch 8, 640x640; images/s, ratio to Model Garden in the same run)\n"]
     rows = []
     for variant in ("49", "96"):
-        res = {c: work("gpu", c, "spinenet", variant, 640, 8, args.runs, args.threads) for c in contenders}
+        # Model Garden runs under the same mixed_bfloat16 + XLA as specgraph TF
+        res = {c: work("gpu", c, "spinenet", variant, 640, 8, args.runs, args.threads) for c in FRAMEWORKS}
         if all("skipped" in r for r in res.values()):
             reasons = sorted({r["skipped"] for r in res.values()})
             return "## GPU\n\nNo GPU on this machine: " + "; ".join(reasons) + ".\n"
@@ -284,7 +282,7 @@ def run_gpu(args: argparse.Namespace) -> str:
         cells = []
         for r in res.values():
             ips = r.get("images_per_s")
-            # images/s: higher is faster, so the ratio is Model Garden's time over ours
+            # ratio(ref, ips) = Model Garden's images/s over ours = our time over Model Garden's
             cells.append(f"{ips:.1f} ({ratio(ref, ips)} MG time)" if ips else r.get("skipped", r.get("error", "?")))
         rows.append([f"SpineNet-{variant}", *cells])
     out.append(table(["model", "Model Garden mixed_bfloat16 + XLA", "specgraph TF mixed_bfloat16 + XLA",
