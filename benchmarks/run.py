@@ -138,7 +138,7 @@ def run_cpu(args: argparse.Namespace) -> str:
     train = {c: work("train", c, "spinenet", "49S", 384, 2, max(5, runs // 2), args.threads)
              for c in FRAMEWORKS}
 
-    out.append(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, "
+    out.append(f"Machine: {cpu_description()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
                f"{args.threads} threads per contender. Ratios < 1 mean faster than Model Garden.\n")
     out.append("## Machine ceiling (3x3 conv 1x128x128x256 -> 256, same run)\n")
     out.append(table(["framework", "GFLOP/s (median)", "best"],
@@ -207,6 +207,25 @@ def run_cpu(args: argparse.Namespace) -> str:
            "build": {str(k): v for k, v in builds.items()}, "train": train}
     (figures / "raw.json").write_text(json.dumps(raw, indent=1))
     return "\n".join(out)
+
+
+def cpu_description() -> str:
+    """The CPU's model and widest vector ISA: the sessions' machines differ (AVX2 or AVX-512),
+    and oneDNN picks its kernels by it, so figures compare only within one kind."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine() or "unknown CPU"
+    first = info.split("\n\n", 1)[0]  # the first processor's block
+    fields = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in first.splitlines() if ":" in ln)}
+    name = fields.get("model name") or platform.machine()
+    family, model = fields.get("cpu family"), fields.get("model")
+    flags = set(fields.get("flags", "").split())
+    isa = next((label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
+               "no AVX")
+    extras = "".join(f", {f}" for f in ("avx512_bf16", "amx_bf16") if f in flags)
+    detail = f"family {family} model {model}, " if family else ""
+    return f"{name} ({detail}{isa}{extras})"
 
 
 def median_builds(case: tuple[str, str, int], rounds: int, threads: int) -> dict[str, dict]:
