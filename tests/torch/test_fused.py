@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from specgraph_torch import InferenceNet
-from specgraph_torch._fused import FusedConv, _MaxPool
+from specgraph_torch._fused import FusedConv, _Block, _MaxPool
 from specgraph_torch._ops import ACTIVATIONS, ConvNormAct, MaxPoolSame, make_activation
 from torch import nn
 
@@ -182,7 +182,70 @@ def test_pointwise_convs_run_before_upsampling():
 @given(valid_specs(), st.tuples(st.integers(20, 72), st.integers(20, 72)), st.integers(1, 2), st.integers(0, 99))
 def test_random_specs(data, size, batch, seed):
     model = _model(data, "v", size, seed=seed)
-    _check(model, torch.randn(batch, 3, *size))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _watch_parents(monkeypatch)
+        _check(model, torch.randn(batch, 3, *size))
+
+
+def _watch_parents(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make every block check that it leaves its parents' feature maps as it found them."""
+    checked = []
+    forward = _Block.forward
+
+    def guarded(self, parents, image_hw):
+        before = [p.clone() for p in parents]
+        out = forward(self, parents, image_hw)
+        for i, (p, b) in enumerate(zip(parents, before, strict=True)):
+            assert torch.equal(p, b), f"a block overwrote its parent feature map {i}"
+        checked.append(len(parents))
+        return out
+
+    monkeypatch.setattr(_Block, "forward", guarded)
+    return checked
+
+
+@pytest.mark.parametrize(("spec", "variant", "size"), [
+    ("spinenet", "49S", (64, 96)), ("spinenet_mobile", "49XS", (64, 64)), ("spinenet_lite", None, (64, 64))])
+def test_in_place_sums_never_touch_a_feature_map_another_block_reads(spec, variant, size, monkeypatch):
+    """Residual and block sums are written into the addend only where it is the block's own scratch."""
+    if not specgraph_torch.onednn_available():
+        pytest.skip("this torch build has no oneDNN")
+    model = _model(spec, variant, size, seed=3)
+    calls = {"in place": 0, "copy": 0}
+    for name, key in (("_convolution_pointwise_", "in place"), ("_convolution_pointwise", "copy")):
+        packet = getattr(torch.ops.mkldnn, name)
+        def counted(*args, _op=packet.binary, _key=key):
+            calls[_key] += 1
+            return _op(*args)
+        monkeypatch.setattr(packet, "binary", counted)
+    checked = _watch_parents(monkeypatch)
+    _check(model, torch.randn(1, 3, *size))
+    assert checked and calls["in place"] > 0  # the fast path is taken ...
+    if spec == "spinenet":  # ... and not where the addend is a parent: stem2 reads stem1's map as is
+        assert calls["copy"] > 0
+
+
+def test_fused_conv_writes_into_the_addend_only_when_told_it_is_scratch():
+    if not specgraph_torch.onednn_available():
+        pytest.skip("this torch build has no oneDNN")
+    torch.manual_seed(0)
+    conv = FusedConv(torch.randn(8, 4, 1, 1), torch.randn(8), 1, 1, "relu", onednn=True)
+    x = torch.randn(1, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    add = torch.randn(1, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    expected = torch.relu(torch.nn.functional.conv2d(x, conv.weight, conv.bias) + add)
+    kept = add.clone()
+    y = conv(x, add)
+    assert torch.equal(add, kept) and y.data_ptr() != add.data_ptr()
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    y = conv(x, add, add_is_scratch=True)
+    assert y.data_ptr() == add.data_ptr()
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    plain = torch.randn(1, 8, 6, 6)  # not channels-last: summed from a copy, the addend stays
+    kept = plain.clone()
+    torch.testing.assert_close(conv(x, plain, add_is_scratch=True),
+                               torch.relu(torch.nn.functional.conv2d(x, conv.weight, conv.bias) + kept),
+                               rtol=1e-5, atol=1e-5)
+    assert torch.equal(plain, kept)
 
 
 def test_fallback_without_onednn_post_ops_matches():
