@@ -209,11 +209,11 @@ def run_cpu(args: argparse.Namespace) -> str:
     return "\n".join(out)
 
 
-def cpu_description() -> str:
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model and widest vector ISA: the sessions' machines differ (AVX2 or AVX-512),
     and oneDNN picks its kernels by it, so figures compare only within one kind."""
     try:
-        info = Path("/proc/cpuinfo").read_text()
+        info = cpuinfo.read_text()
     except OSError:
         return platform.machine() or "unknown CPU"
     first = info.split("\n\n", 1)[0]  # the first processor's block
