@@ -3,13 +3,17 @@ backends are found through entry points."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import specgraph
 
@@ -73,3 +77,67 @@ def test_compile_checks_a_plan_against_the_levels_given() -> None:
     with pytest.raises(specgraph.BackendError, match="variant='49' but the plan has '49S'"):
         specgraph.compile(plan, backend="null", variant="49")
     assert specgraph.compile(plan, backend="null", min_level=3, max_level=7).plan is plan
+
+
+def _imports(package: Path) -> tuple[set[str], set[str]]:
+    """Top-level names a package imports: (when the package is imported, only later).
+
+    "Later" is inside functions, under ``try`` (guarded, so optional) and in submodules the
+    package's ``__init__`` does not load (e.g. ``specgraph.testing``, which needs the test extra).
+    """
+    modules: dict[str, tuple[set[str], set[str], set[str]]] = {}  # module -> (eager, lazy, own submodules)
+
+    def visit(nodes: list[ast.stmt], deferred: bool, found: tuple[set[str], set[str], set[str]]) -> None:
+        eager, lazy, own = found
+        for node in nodes:
+            if isinstance(node, ast.ImportFrom) and node.level:
+                if not deferred:  # a relative import at import time loads that submodule
+                    own.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                (lazy if deferred else eager).update(n.split(".")[0] for n in names)
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(node.body, True, found)
+            elif isinstance(node, ast.Try):
+                visit(node.body, True, found)
+                for part in (node.handlers, node.orelse, node.finalbody):
+                    visit(part, deferred, found)
+            else:
+                for field in ("body", "orelse", "finalbody", "handlers"):
+                    visit(getattr(node, field, []) or [], deferred, found)
+
+    for path in package.glob("*.py"):
+        modules[path.stem] = (set(), set(), set())
+        visit(ast.parse(path.read_text()).body, False, modules[path.stem])
+    loaded, todo = set(), ["__init__"]
+    while todo:
+        name = todo.pop()
+        if name in modules and name not in loaded:
+            loaded.add(name)
+            todo.extend(modules[name][2])
+    eager = set().union(*(modules[m][0] for m in loaded))
+    lazy = set().union(*(modules[m][0] | modules[m][1] for m in modules)) - eager
+    return eager, lazy
+
+
+@pytest.mark.parametrize("project", [".", "backends/torch", "backends/tensorflow"])
+def test_every_import_is_a_declared_dependency(project: str) -> None:
+    """What ``import <package>`` imports is in ``dependencies``; what the package imports later
+    is in ``dependencies`` or an extra. (`make demo` once failed on a fresh machine over numpy.)"""
+    meta = tomllib.loads((ROOT / project / "pyproject.toml").read_text())["project"]
+    own = meta["name"].replace("-", "_")
+
+    def dist(requirement: str) -> str:
+        return re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    required = {dist(r) for r in meta["dependencies"]}
+    extras = {dist(r) for reqs in meta.get("optional-dependencies", {}).values() for r in reqs}
+    providers = importlib.metadata.packages_distributions()
+    eager, lazy = _imports(ROOT / project / own)
+    for names, allowed, kind in ((eager, required, "dependencies"), (lazy, required | extras, "extras")):
+        for name in sorted(names - set(sys.stdlib_module_names) - {own, "__future__"}):
+            # not installed here (e.g. tomli, for Python < 3.11 only): then its own name must be declared
+            dists = {d.lower().replace("_", "-") for d in providers.get(name, [name])}
+            assert dists & allowed, f"{project}: imports {name!r} ({', '.join(sorted(dists))}), not in its {kind}"
