@@ -17,6 +17,7 @@ import sys
 import pytest
 import specgraph_torch
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from specgraph_torch import InferenceNet
@@ -144,6 +145,41 @@ def test_fused_conv_matches_conv_norm_act_at_every_size(depthwise, kernel, strid
                 torch.testing.assert_close(fused(x, add), post(ref + add), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("act", ["relu", "hard_swish", None])
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_small_pointwise_convs_run_as_one_matrix_product(act, layout, monkeypatch):
+    """1x1 convs up to _GEMM_MAX_MACS are ``rows @ kernel + bias`` on the channels-last memory."""
+    if not specgraph_torch.onednn_available():
+        pytest.skip("this torch build has no oneDNN")
+    torch.manual_seed(5)
+    unit = ConvNormAct(48, 40, 1, 1, norm=nn.BatchNorm2d(40)).eval()
+    _randomize_bn(unit, 5)
+    fused = FusedConv.fold(unit, act, onednn=True)
+    post = make_activation(act) if act else nn.Identity()
+    products = []
+    monkeypatch.setattr(torch, "addmm", lambda *a, _mm=torch.addmm: products.append(1) or _mm(*a))
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    for batch, size in ((1, 3), (2, 7), (1, 45)):  # 45x45: 3.9 M MACs, just under the limit
+        x = torch.randn(batch, 48, size, size).contiguous(memory_format=fmt)
+        with torch.no_grad():
+            ref = unit(x)
+            add = torch.randn_like(ref).contiguous(memory_format=fmt)
+            gate = torch.rand(40)
+            scaled = fused.weight * gate.reshape(-1, 1, 1, 1)  # a per-call kernel, as squeeze-excitation passes
+            y = fused(x)
+            assert y.is_contiguous(memory_format=torch.channels_last) or layout == "contiguous"
+            torch.testing.assert_close(y, post(ref), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(fused(x, add), post(ref + add), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(fused(x, add, weight=scaled), post(
+                F.conv2d(x, scaled, fused.bias) + add), rtol=1e-5, atol=1e-5)
+    assert len(products) == (9 if layout == "channels_last" else 0)
+    x = torch.randn(1, 48, 46, 46).contiguous(memory_format=torch.channels_last)  # 4.06 M MACs: oneDNN
+    products.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), post(unit(x)), rtol=1e-5, atol=1e-5)
+    assert not products
+
+
 @pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (3, 1), (2, 2), (5, 2), (5, 3)])
 def test_max_pool_without_padding_copies(kernel, stride):
     ref_pool, pool = MaxPoolSame(kernel, stride), _MaxPool(kernel, stride)
@@ -205,7 +241,7 @@ def _watch_parents(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.mark.parametrize(("spec", "variant", "size"), [
-    ("spinenet", "49S", (64, 96)), ("spinenet_mobile", "49XS", (64, 64)), ("spinenet_lite", None, (64, 64))])
+    ("spinenet", "49S", (128, 192)), ("spinenet_mobile", "49XS", (384, 384)), ("spinenet_lite", None, (128, 128))])
 def test_in_place_sums_never_touch_a_feature_map_another_block_reads(spec, variant, size, monkeypatch):
     """Residual and block sums are written into the addend only where it is the block's own scratch."""
     if not specgraph_torch.onednn_available():
@@ -229,10 +265,10 @@ def test_fused_conv_writes_into_the_addend_only_when_told_it_is_scratch():
     if not specgraph_torch.onednn_available():
         pytest.skip("this torch build has no oneDNN")
     torch.manual_seed(0)
-    conv = FusedConv(torch.randn(8, 4, 1, 1), torch.randn(8), 1, 1, "relu", onednn=True)
+    conv = FusedConv(torch.randn(8, 4, 3, 3), torch.randn(8), 1, 1, "relu", onednn=True)  # 3x3: no GEMM
     x = torch.randn(1, 4, 6, 6).contiguous(memory_format=torch.channels_last)
     add = torch.randn(1, 8, 6, 6).contiguous(memory_format=torch.channels_last)
-    expected = torch.relu(torch.nn.functional.conv2d(x, conv.weight, conv.bias) + add)
+    expected = torch.relu(F.conv2d(x, conv.weight, conv.bias, padding=1) + add)
     kept = add.clone()
     y = conv(x, add)
     assert torch.equal(add, kept) and y.data_ptr() != add.data_ptr()
@@ -243,7 +279,7 @@ def test_fused_conv_writes_into_the_addend_only_when_told_it_is_scratch():
     plain = torch.randn(1, 8, 6, 6)  # not channels-last: summed from a copy, the addend stays
     kept = plain.clone()
     torch.testing.assert_close(conv(x, plain, add_is_scratch=True),
-                               torch.relu(torch.nn.functional.conv2d(x, conv.weight, conv.bias) + kept),
+                               torch.relu(F.conv2d(x, conv.weight, conv.bias, padding=1) + kept),
                                rtol=1e-5, atol=1e-5)
     assert torch.equal(plain, kept)
 
@@ -307,8 +343,10 @@ def test_prepacked_kernels_follow_the_input_shape_and_stay_out_of_copies():
     with torch.no_grad():
         _check_against(fast, model, torch.randn(1, 3, 64, 64))
         if fast.onednn:
-            cached = [w for m in fast.modules() if isinstance(m, FusedConv) for w, _, _ in m._layouts.values()]
-            assert cached and all(w.is_mkldnn for w in cached)
+            cached = [(w, gemm) for m in fast.modules() if isinstance(m, FusedConv)
+                      for w, _, _, gemm in m._layouts.values()]
+            assert any(gemm for _, gemm in cached) and any(not gemm for _, gemm in cached)
+            assert all(w.is_mkldnn for w, gemm in cached if not gemm)
         _check_against(fast, model, torch.randn(2, 3, 64, 64))  # new batch: new packing
         _check_against(fast, model, torch.randn(1, 3, 72, 56))  # new size
         _check_against(copy.deepcopy(fast), model, torch.randn(1, 3, 64, 64))

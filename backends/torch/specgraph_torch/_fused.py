@@ -7,6 +7,8 @@ Same function, less memory traffic (eager PyTorch on CPU is bound by it):
   post-ops through ``torch.ops.mkldnn._convolution_pointwise``) instead of as
   separate passes over the feature map; where the addend is a scratch tensor of the
   block (never a feature map another block reads), the conv writes into it in place;
+- small 1x1 convs (levels 5-7 of SpineNet-Mobile) as one BLAS matrix product, which costs
+  less per call than a oneDNN primitive;
 - TensorFlow's asymmetric ``SAME`` padding without a padded copy: max-pools use
   ``ceil_mode`` (the window overhanging the end is what ``-inf`` padding gives) and
   depthwise convs a kernel grown by one leading zero row/column with symmetric padding;
@@ -51,6 +53,12 @@ _POST_OPS: dict[str, tuple[str, list[float], str]] = {
 }
 
 
+# Below this many multiply-adds a 1x1 conv runs as one BLAS matrix product on the channels-last
+# rows instead: a oneDNN conv call costs 35-50 us even when it computes nothing (measured on
+# SpineNet-Mobile's level 5-7 maps: 0.36-0.76x per conv up to 2.7 M MACs, even at 11 M, worse at 22 M).
+_GEMM_MAX_MACS = 4_000_000
+
+
 def onednn_available() -> bool:
     """Whether this torch build has the oneDNN fused-conv ops the CPU fast path uses."""
     return torch.backends.mkldnn.is_available() and all(
@@ -79,8 +87,8 @@ class FusedConv(nn.Module):
         # oneDNN fuses every _POST_OPS activation after a conv but only relu after conv + sum.
         self._plain = self._post_op(act, tuple(_POST_OPS))
         self._summed = self._post_op(act, ("relu",))
-        # Per input shape (N, C, H, W): (kernel, symmetric padding, explicit F.pad or None).
-        self._layouts: dict[tuple[int, ...], tuple[torch.Tensor, list[int], tuple[int, ...] | None]] = {}
+        # Per input shape (N, C, H, W): (kernel, symmetric padding, explicit F.pad or None, as a GEMM).
+        self._layouts: dict[tuple[int, ...], tuple[torch.Tensor, list[int], tuple[int, ...] | None, bool]] = {}
 
     @staticmethod
     def _post_op(act: str | None, fusable: tuple[str, ...]) -> tuple[str, list[float], str, object]:
@@ -121,15 +129,19 @@ class FusedConv(nn.Module):
     def _uses_onednn(self, x: torch.Tensor) -> bool:
         return self.onednn and x.device.type == "cpu" and x.dtype == torch.float32
 
-    def _layout(self, x: torch.Tensor, onednn: bool) -> tuple[torch.Tensor, list[int], tuple[int, ...] | None]:
-        """(kernel, symmetric conv padding, explicit F.pad or None) for ``x``'s shape, cached.
+    def _layout(self, x: torch.Tensor, onednn: bool) -> tuple[torch.Tensor, list[int], tuple[int, ...] | None, bool]:
+        """(kernel, symmetric conv padding, explicit F.pad or None, as a GEMM) for ``x``'s shape, cached.
 
         On the oneDNN path the kernel is stored prepacked in the blocked layout the conv
         primitive for this shape wants, so no call reorders it again (≈ 6% of a
-        SpineNet-Mobile forward pass at batch 1).
+        SpineNet-Mobile forward pass at batch 1). Small 1x1 convs run as a GEMM instead
+        (``_GEMM_MAX_MACS``); their kernel is kept as the ``[C_in, C_out]`` matrix.
         """
         key = (*x.shape, onednn)
         if key not in self._layouts:
+            if onednn and self._is_small_pointwise(x):
+                self._layouts[key] = (self.weight.flatten(1).t(), [0, 0], None, True)
+                return self._layouts[key]
             height, width = x.shape[-2:]
             (top, bottom), (left, right) = (same_padding(s, self.kernel, self.stride) for s in (height, width))
             weight, pad = self.weight, None
@@ -149,8 +161,24 @@ class FusedConv(nn.Module):
                     shape[-2:] = [height + top + bottom, width + left + right]
                 weight = torch.ops.mkldnn._reorder_convolution_weight(weight, padding, self._strides, self._dilations,
                                                                      self.groups, shape)
-            self._layouts[key] = (weight, padding, pad)
+            self._layouts[key] = (weight, padding, pad, False)
         return self._layouts[key]
+
+    def _is_small_pointwise(self, x: torch.Tensor) -> bool:
+        n, c, h, w = x.shape
+        return (self.kernel == 1 and self.stride == 1 and self.groups == 1
+                and n * h * w * c * self.weight.shape[0] <= _GEMM_MAX_MACS)
+
+    def _gemm(self, x: torch.Tensor, matrix: torch.Tensor, add: torch.Tensor | None) -> torch.Tensor:
+        """The 1x1 conv as ``rows @ matrix + bias`` on the channels-last memory (no copies)."""
+        n, c, h, w = x.shape
+        y = torch.addmm(self.bias, x.permute(0, 2, 3, 1).reshape(-1, c), matrix)
+        if add is not None:
+            y += add.permute(0, 2, 3, 1).reshape(y.shape)
+        y = y.view(n, h, w, -1).permute(0, 3, 1, 2)  # channels-last (N, C_out, H, W)
+        if self.act == "relu":
+            return y.relu_()
+        return y if self.act is None else ACTIVATIONS[self.act](y)
 
     def forward(self, x: torch.Tensor, add: torch.Tensor | None = None,
                 weight: torch.Tensor | None = None, add_is_scratch: bool = False) -> torch.Tensor:
@@ -160,8 +188,13 @@ class FusedConv(nn.Module):
         write the result into it (one feature-map stream less: 0.7-0.9x per conv at level 2).
         """
         onednn = self._uses_onednn(x)
+        kernel, padding, pad, gemm = self._layout(x, onednn)
+        if gemm:
+            if x.is_contiguous(memory_format=torch.channels_last):
+                return self._gemm(x, kernel if weight is None else weight.flatten(1).t(), add)
+            kernel = self.weight  # rows are not contiguous: oneDNN with the plain kernel
         if weight is None:
-            weight, padding, pad = self._layout(x, onednn)
+            weight = kernel
             if pad is not None:
                 x = F.pad(x, pad)
         else:
