@@ -257,7 +257,7 @@ def test_in_place_sums_never_touch_a_feature_map_another_block_reads(spec, varia
     checked = _watch_parents(monkeypatch)
     _check(model, torch.randn(1, 3, *size))
     assert checked and calls["in place"] > 0  # the fast path is taken ...
-    if spec == "spinenet":  # ... and not where the addend is a parent: stem2 reads stem1's map as is
+    if spec == "spinenet":  # ... and not where the addend is a parent (a stem block reads the one before as is)
         assert calls["copy"] > 0
 
 

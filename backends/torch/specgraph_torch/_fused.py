@@ -135,12 +135,12 @@ class FusedConv(nn.Module):
         On the oneDNN path the kernel is stored prepacked in the blocked layout the conv
         primitive for this shape wants, so no call reorders it again (≈ 6% of a
         SpineNet-Mobile forward pass at batch 1). Small 1x1 convs run as a GEMM instead
-        (``_GEMM_MAX_MACS``); their kernel is kept as the ``[C_in, C_out]`` matrix.
+        (``_GEMM_MAX_MACS``); their kernel stays dense.
         """
         key = (*x.shape, onednn)
         if key not in self._layouts:
             if onednn and self._is_small_pointwise(x):
-                self._layouts[key] = (self.weight.flatten(1).t(), [0, 0], None, True)
+                self._layouts[key] = (self.weight, [0, 0], None, True)
                 return self._layouts[key]
             height, width = x.shape[-2:]
             (top, bottom), (left, right) = (same_padding(s, self.kernel, self.stride) for s in (height, width))
@@ -169,10 +169,10 @@ class FusedConv(nn.Module):
         return (self.kernel == 1 and self.stride == 1 and self.groups == 1
                 and n * h * w * c * self.weight.shape[0] <= _GEMM_MAX_MACS)
 
-    def _gemm(self, x: torch.Tensor, matrix: torch.Tensor, add: torch.Tensor | None) -> torch.Tensor:
-        """The 1x1 conv as ``rows @ matrix + bias`` on the channels-last memory (no copies)."""
+    def _gemm(self, x: torch.Tensor, weight: torch.Tensor, add: torch.Tensor | None) -> torch.Tensor:
+        """The 1x1 conv as ``rows @ weight^T + bias`` on the channels-last memory (no copies)."""
         n, c, h, w = x.shape
-        y = torch.addmm(self.bias, x.permute(0, 2, 3, 1).reshape(-1, c), matrix)
+        y = torch.addmm(self.bias, x.permute(0, 2, 3, 1).reshape(-1, c), weight.flatten(1).t())
         if add is not None:
             y += add.permute(0, 2, 3, 1).reshape(y.shape)
         y = y.view(n, h, w, -1).permute(0, 3, 1, 2)  # channels-last (N, C_out, H, W)
@@ -188,17 +188,14 @@ class FusedConv(nn.Module):
         write the result into it (one feature-map stream less: 0.7-0.9x per conv at level 2).
         """
         onednn = self._uses_onednn(x)
-        kernel, padding, pad, gemm = self._layout(x, onednn)
-        if gemm:
-            if x.is_contiguous(memory_format=torch.channels_last):
-                return self._gemm(x, kernel if weight is None else weight.flatten(1).t(), add)
-            kernel = self.weight  # rows are not contiguous: oneDNN with the plain kernel
         if weight is None:
-            weight = kernel
-            if pad is not None:
-                x = F.pad(x, pad)
-        else:
-            padding = [0, 0]
+            weight, padding, pad, gemm = self._layout(x, onednn)
+        else:  # a per-call 1x1 kernel: nothing to prepack
+            padding, pad, gemm = [0, 0], None, onednn and self._is_small_pointwise(x)
+        if gemm and x.is_contiguous(memory_format=torch.channels_last):
+            return self._gemm(x, weight, add)
+        if pad is not None:
+            x = F.pad(x, pad)
         if onednn:
             if add is None:
                 attr, scalars, algorithm, act_fn = self._plain
