@@ -1,12 +1,16 @@
 """The fast paths compute what the plain model computes: the XLA depthwise formulation and the
-traced-free functional construction (shapes answered by ``compute_output_shape``)."""
+traced-free functional construction (shapes answered by ``compute_output_shape``), the kernel
+initializer's inverse-CDF draw."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import specgraph_tensorflow as sgt
 import tensorflow as tf
+import tf_keras
 from specgraph_tensorflow import _layers
 from specgraph_tensorflow._layers import depthwise_by_shifts
 
@@ -82,3 +86,41 @@ def test_construction_without_tracing_gives_the_traced_model(monkeypatch, spec, 
     traced = specgraph.compile(plan, backend="tensorflow", input_shape=input_shape)
     assert _structure(fast) == _structure(traced)
     assert fast.output_specs == traced.output_specs
+
+
+def _truncated_normal_cdf(x: np.ndarray) -> np.ndarray:
+    """CDF of the standard normal truncated to [-2, 2], from the error function alone."""
+    phi = lambda t: 0.5 * (1.0 + np.vectorize(math.erf)(t / math.sqrt(2.0)))  # noqa: E731
+    return (phi(x) - phi(-2.0)) / (phi(2.0) - phi(-2.0))
+
+
+def test_default_kernel_initializer_draws_kerass_truncated_normal_faster():
+    init = _layers._initializer("VarianceScaling")
+    assert isinstance(init._random_generator, _layers.InverseCdfGenerator)
+    # Same class and config as Keras's own, so layer configs and SavedModels are unchanged.
+    assert tf_keras.initializers.serialize(init) == tf_keras.initializers.serialize(
+        tf_keras.initializers.VarianceScaling())
+    shape = (3, 3, 64, 256)
+    stddev = math.sqrt(1.0 / (3 * 3 * 64)) / 0.87962566103423978  # Keras's fan-in scale
+    w = init(shape).numpy().ravel() / stddev
+    assert w.dtype == np.float32 and w.size == 3 * 3 * 64 * 256
+    assert np.abs(w).max() <= 2.0
+    # Kolmogorov-Smirnov distance to the analytic truncated normal; ~1.4e-3 expected at this size.
+    w.sort()
+    cdf = _truncated_normal_cdf(w[:: 97])
+    empirical = (np.arange(w.size)[:: 97] + 0.5) / w.size
+    assert np.abs(cdf - empirical).max() < 5e-3
+    # Keras's own draw has the same spread; every layer's fresh initializer draws other numbers.
+    ref = tf_keras.initializers.VarianceScaling()(shape).numpy().ravel() / stddev
+    assert abs(w.std() - ref.std()) < 5e-3
+    assert not np.array_equal(_layers._initializer("VarianceScaling")(shape).numpy(),
+                              _layers._initializer("VarianceScaling")(shape).numpy())
+
+
+def test_seeded_or_other_initializers_keep_kerass_generator():
+    seeded = _layers._initializer(tf_keras.initializers.VarianceScaling(seed=3))
+    assert not isinstance(seeded._random_generator, _layers.InverseCdfGenerator)
+    np.testing.assert_array_equal(seeded((3, 3, 4, 8)).numpy(),
+                                  tf_keras.initializers.VarianceScaling(seed=3)((3, 3, 4, 8)).numpy())
+    uniform = _layers._initializer(tf_keras.initializers.VarianceScaling(distribution="uniform"))
+    assert not isinstance(uniform._random_generator, _layers.InverseCdfGenerator)

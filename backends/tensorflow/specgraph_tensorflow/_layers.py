@@ -6,12 +6,14 @@ kernel and stride from the plan and passes it in.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 import tf_keras
+from tf_keras.src.backend import RandomGenerator
 from tf_keras.src.utils.control_flow_util import GraphOrParentsInXlaContext
 
 __all__ = ["ConvNorm", "Fuse", "LayerOptions", "PlannedLayer", "StochasticDepth", "Upsample", "activation_fn",
@@ -147,9 +149,45 @@ def build_sublayer(layer: tf_keras.layers.Layer, input_shape: Any, dtype: Any) -
     return tf.TensorShape(layer.compute_output_shape(input_shape))
 
 
+# erf(2 / sqrt(2)): the probability mass of a standard normal within +-2.
+_ERF_2SD = math.erf(math.sqrt(2.0))
+
+
+class InverseCdfGenerator(RandomGenerator):
+    """Keras's stateless random generator, drawing truncated normals by the inverse CDF.
+
+    ``mean + stddev * sqrt(2) * erfinv(u)``, ``u`` uniform on ``(-erf(sqrt 2), erf(sqrt 2))``, is
+    exactly the normal truncated at +-2 stddev that ``stateless_truncated_normal`` draws by
+    rejection, at half its cost on CPU (a uniform draw and one erfinv). It matters because the
+    draws are a third of a model's build time; other distributions are Keras's own.
+    """
+
+    def truncated_normal(self, shape: Any, mean: float = 0.0, stddev: float = 1.0, dtype: Any = None,
+                         nonce: Any = None) -> tf.Tensor:
+        self._maybe_init()
+        if self._rng_type != self.RNG_STATELESS:
+            return super().truncated_normal(shape, mean, stddev, dtype, nonce)
+        dtype = tf.as_dtype(dtype or tf_keras.backend.floatx())
+        seed = self.make_seed_for_stateless_op()
+        if nonce:
+            seed = tf.random.experimental.stateless_fold_in(seed, nonce)
+        # Drawn in float32 (at least): erfinv near +-erf(sqrt 2) needs the resolution.
+        wide = tf.float64 if dtype == tf.float64 else tf.float32
+        u = tf.random.stateless_uniform(shape, seed, minval=-_ERF_2SD, maxval=_ERF_2SD, dtype=wide)
+        x = tf.math.erfinv(u) * (stddev * math.sqrt(2.0))
+        if mean:
+            x = x + mean
+        return tf.cast(x, dtype)
+
+
 def _initializer(value: Any) -> Any:
     # A fresh object per layer so no two layers share an initializer's state.
-    return tf_keras.initializers.get(tf_keras.initializers.serialize(tf_keras.initializers.get(value)))
+    init = tf_keras.initializers.get(tf_keras.initializers.serialize(tf_keras.initializers.get(value)))
+    if (isinstance(init, tf_keras.initializers.VarianceScaling) and init.distribution == "truncated_normal"
+            and init.seed is None):
+        # Same distribution, same config; only an unseeded draw, so a seeded one stays Keras's numbers.
+        init._random_generator = InverseCdfGenerator(None, rng_type="stateless")
+    return init
 
 
 class ConvNorm(PlannedLayer):
