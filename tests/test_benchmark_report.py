@@ -88,6 +88,32 @@ def test_builds_alternate_contenders_and_take_the_median(bench, monkeypatch):
     assert bench.median_builds(("mobile", "49", 384), 2, threads=2)["torch"] == {"error": "every build failed"}
 
 
+def test_target_latencies_rotate_contenders_over_rounds_and_take_the_median(bench, monkeypatch):
+    ms = {"modelgarden": [300.0, 350.0, 340.0], "tf": [1.0, 2.0, 3.0], "tf-xla": [1.0, 1.0, 1.0],
+          "torch-eager": [9.0, 8.0, 7.0], "torch-opt": [250.0, 200.0, 260.0]}
+    calls = []
+
+    def fake_work(task, contender, *args, **kwargs):
+        assert task == "latency" and args[:4] == ("spinenet", "49", 640, 1)
+        calls.append(contender)
+        if contender == "tf-xla" and calls.count("tf-xla") == 3:
+            return {"error": "one run failed"}
+        return {"median_ms": ms[contender][calls.count(contender) - 1], "min_ms": 0.0}
+
+    monkeypatch.setattr(bench, "work", fake_work)
+    res = bench.latency_rounds(("spinenet", "49", 640, 1), 3, runs=10, threads=2)
+    order = bench.LATENCY
+    assert calls == order + order[1:] + order[:1] + order[2:] + order[:2]  # a new order each round
+    assert res["modelgarden"] == {"median_ms": 340.0, "rounds_ms": [300.0, 350.0, 340.0]}
+    assert res["torch-opt"]["median_ms"] == 250.0  # so the target ratio reads 250 / 340
+    assert res["tf-xla"]["rounds_ms"] == [1.0, 1.0]  # the failed round is left out
+    # One round: the worker's own result, as before.
+    calls.clear()
+    assert bench.latency_rounds(("spinenet", "49", 640, 1), 1, 10, 2)["tf"] == {"median_ms": 1.0, "min_ms": 0.0}
+    monkeypatch.setattr(bench, "work", lambda *a, **k: {"error": "no"})
+    assert bench.latency_rounds(("mobile", "49", 384, 1), 2, 10, 2)["tf"] == {"error": "every run failed"}
+
+
 def test_gpu_section_says_when_there_is_no_gpu(bench, monkeypatch):
     monkeypatch.setattr(bench, "work", lambda task, contender, *a, **k: {
         "skipped": "no CUDA device" if contender == "torch" else "no GPU visible to TensorFlow"})
