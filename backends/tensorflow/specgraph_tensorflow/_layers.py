@@ -149,7 +149,7 @@ def build_sublayer(layer: tf_keras.layers.Layer, input_shape: Any, dtype: Any) -
     return tf.TensorShape(layer.compute_output_shape(input_shape))
 
 
-# erf(2 / sqrt(2)): the probability mass of a standard normal within +-2.
+# erf(sqrt 2) = P(|Z| < 2) for a standard normal Z: the uniform's range for the +-2 stddev cut.
 _ERF_2SD = math.erf(math.sqrt(2.0))
 
 

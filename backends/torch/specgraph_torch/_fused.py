@@ -306,6 +306,14 @@ def _fold(unit: ConvNormAct, onednn: bool, act: str | bool | None = True) -> Fus
     return FusedConv.fold(unit, _act_name(unit.act) if act is True else act, onednn)
 
 
+def _residual_addend(shortcut: FusedConv | None, x: torch.Tensor, x_is_scratch: bool) -> tuple[torch.Tensor, bool]:
+    """A unit's residual addend and whether the unit may sum into it: a projection's output is
+    the unit's own; the identity shortcut is ``x`` itself, scratch only when ``x`` is."""
+    if shortcut is None:
+        return x, x_is_scratch
+    return shortcut.forward(x), True
+
+
 class _Bottleneck(nn.Module):
     def __init__(self, unit: BottleneckUnit, onednn: bool) -> None:
         super().__init__()
@@ -315,8 +323,7 @@ class _Bottleneck(nn.Module):
         self.conv3 = _fold(unit.conv3, onednn, _act_name(unit.act))  # the unit's act, after the residual add
 
     def forward(self, x: torch.Tensor, x_is_scratch: bool = False) -> torch.Tensor:
-        short = x if self.shortcut is None else self.shortcut.forward(x)
-        scratch = x_is_scratch or self.shortcut is not None
+        short, scratch = _residual_addend(self.shortcut, x, x_is_scratch)
         return self.conv3.forward(self.conv2.forward(self.conv1.forward(x)), short, add_is_scratch=scratch)
 
 
@@ -328,8 +335,7 @@ class _Residual(nn.Module):
         self.conv2 = _fold(unit.conv2, onednn, _act_name(unit.act))
 
     def forward(self, x: torch.Tensor, x_is_scratch: bool = False) -> torch.Tensor:
-        short = x if self.shortcut is None else self.shortcut.forward(x)
-        scratch = x_is_scratch or self.shortcut is not None
+        short, scratch = _residual_addend(self.shortcut, x, x_is_scratch)
         return self.conv2.forward(self.conv1.forward(x), short, add_is_scratch=scratch)
 
 
