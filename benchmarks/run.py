@@ -239,15 +239,25 @@ def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return f"{name} ({detail}{isa}{extras})"
 
 
+def _rounds(task: str, contenders: list[str] | tuple[str, ...], case: tuple, rounds: int, field: str, *,
+            rotate: bool, **kwargs: int) -> dict[str, list[dict]]:
+    """``rounds`` rounds of one fresh process per contender (round by round, not contender by
+    contender; ``rotate``: a new order each round); per contender, the results that have ``field``."""
+    results: dict[str, list[dict]] = {c: [] for c in contenders}
+    for r in range(rounds):
+        k = r % len(contenders) if rotate else 0
+        for c in [*contenders[k:], *contenders[:k]]:
+            res = work(task, c, *case, **kwargs)
+            if field in res:
+                results[c].append(res)
+    return results
+
+
 def median_builds(case: tuple[str, str, int], rounds: int, threads: int) -> dict[str, dict]:
     """Build times per contender: one fresh process per build, contenders alternated round by
     round (a single build swings by +-30% here with the machine's load)."""
-    times: dict[str, list[float]] = {c: [] for c in FRAMEWORKS}
-    for _ in range(rounds):
-        for c in FRAMEWORKS:
-            res = work("build", c, case[0], case[1], case[2], threads=threads)
-            if "build_s" in res:
-                times[c].append(res["build_s"])
+    got = _rounds("build", FRAMEWORKS, case, rounds, "build_s", rotate=False, threads=threads)
+    times = {c: [g["build_s"] for g in res] for c, res in got.items()}
     return {c: {"build_s": statistics.median(t), "all_s": t} if t else {"error": "every build failed"}
             for c, t in times.items()}
 
@@ -255,22 +265,16 @@ def median_builds(case: tuple[str, str, int], rounds: int, threads: int) -> dict
 def latency_rounds(key: tuple[str, str, int, int], rounds: int, runs: int, threads: int) -> dict[str, dict]:
     """Latency per contender over ``rounds`` rounds of fresh processes, the contenders' order
     rotated each round; ``median_ms`` is the median of the rounds' medians (failed rounds left out)."""
-    family, variant, size, batch = key
-    results: dict[str, list[dict]] = {c: [] for c in LATENCY}
-    for r in range(rounds):
-        for c in LATENCY[r % len(LATENCY):] + LATENCY[:r % len(LATENCY)]:
-            res = work("latency", c, family, variant, size, batch, runs, threads)
-            if "median_ms" in res:
-                results[c].append(res)
+    got = _rounds("latency", LATENCY, key, rounds, "median_ms", rotate=True, runs=runs, threads=threads)
     out: dict[str, dict] = {}
-    for c, got in results.items():
-        if not got:
+    for c, res in got.items():
+        if not res:
             out[c] = {"error": "every run failed"}
-        elif len(got) == 1:
-            out[c] = got[0]
+        elif len(res) == 1:
+            out[c] = res[0]
         else:
-            out[c] = {"median_ms": statistics.median(g["median_ms"] for g in got),
-                      "rounds_ms": [g["median_ms"] for g in got]}
+            out[c] = {"median_ms": statistics.median(g["median_ms"] for g in res),
+                      "rounds_ms": [g["median_ms"] for g in res]}
     return out
 
 

@@ -94,7 +94,7 @@ def _truncated_normal_cdf(x: np.ndarray) -> np.ndarray:
     return (phi(x) - phi(-2.0)) / (phi(2.0) - phi(-2.0))
 
 
-def test_default_kernel_initializer_draws_kerass_truncated_normal_faster():
+def test_default_kernel_initializer_draws_kerass_truncated_normal_by_the_inverse_cdf():
     init = _layers._initializer("VarianceScaling")
     assert isinstance(init._random_generator, _layers.InverseCdfGenerator)
     # Same class and config as Keras's own, so layer configs and SavedModels are unchanged.

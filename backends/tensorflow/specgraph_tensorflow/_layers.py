@@ -164,11 +164,8 @@ class InverseCdfGenerator(RandomGenerator):
 
     def truncated_normal(self, shape: Any, mean: float = 0.0, stddev: float = 1.0, dtype: Any = None,
                          nonce: Any = None) -> tf.Tensor:
-        self._maybe_init()
-        if self._rng_type != self.RNG_STATELESS:
-            return super().truncated_normal(shape, mean, stddev, dtype, nonce)
         dtype = tf.as_dtype(dtype or tf_keras.backend.floatx())
-        seed = self.make_seed_for_stateless_op()
+        seed = self.make_seed_for_stateless_op()  # (created with rng_type="stateless" only)
         if nonce:
             seed = tf.random.experimental.stateless_fold_in(seed, nonce)
         # Drawn in float32 (at least): erfinv near +-erf(sqrt 2) needs the resolution.
