@@ -240,26 +240,35 @@ def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 
 def _rounds(task: str, contenders: list[str] | tuple[str, ...], case: tuple, rounds: int, field: str, *,
-            rotate: bool, **kwargs: int) -> dict[str, list[dict]]:
+            rotate: bool, **kwargs: int) -> dict[str, list[dict] | dict]:
     """``rounds`` rounds of one fresh process per contender (round by round, not contender by
-    contender; ``rotate``: a new order each round); per contender, the results that have ``field``."""
+    contender; ``rotate``: a new order each round); per contender, the results that have ``field``,
+    or, where no round has it, ``{"error": ...}`` with the last worker's own error text."""
     results: dict[str, list[dict]] = {c: [] for c in contenders}
+    errors: dict[str, str] = {}
     for r in range(rounds):
         k = r % len(contenders) if rotate else 0
         for c in [*contenders[k:], *contenders[:k]]:
             res = work(task, c, *case, **kwargs)
             if field in res:
                 results[c].append(res)
-    return results
+            else:
+                errors[c] = res.get("error", f"no {field} in the worker's result")
+    return {c: res if res else {"error": f"every {task} round failed: {errors[c]}"} for c, res in results.items()}
 
 
 def median_builds(case: tuple[str, str, int], rounds: int, threads: int) -> dict[str, dict]:
     """Build times per contender: one fresh process per build, contenders alternated round by
     round (a single build swings by +-30% here with the machine's load)."""
     got = _rounds("build", FRAMEWORKS, case, rounds, "build_s", rotate=False, threads=threads)
-    times = {c: [g["build_s"] for g in res] for c, res in got.items()}
-    return {c: {"build_s": statistics.median(t), "all_s": t} if t else {"error": "every build failed"}
-            for c, t in times.items()}
+    out: dict[str, dict] = {}
+    for c, res in got.items():
+        if isinstance(res, dict):  # every round failed
+            out[c] = res
+        else:
+            times = [g["build_s"] for g in res]
+            out[c] = {"build_s": statistics.median(times), "all_s": times}
+    return out
 
 
 def latency_rounds(key: tuple[str, str, int, int], rounds: int, runs: int, threads: int) -> dict[str, dict]:
@@ -268,8 +277,8 @@ def latency_rounds(key: tuple[str, str, int, int], rounds: int, runs: int, threa
     got = _rounds("latency", LATENCY, key, rounds, "median_ms", rotate=True, runs=runs, threads=threads)
     out: dict[str, dict] = {}
     for c, res in got.items():
-        if not res:
-            out[c] = {"error": "every run failed"}
+        if isinstance(res, dict):  # every round failed
+            out[c] = res
         elif len(res) == 1:
             out[c] = res[0]
         else:

@@ -84,8 +84,10 @@ def test_builds_alternate_contenders_and_take_the_median(bench, monkeypatch):
     assert res["modelgarden"]["build_s"] == 10.0 and res["torch"]["build_s"] == 2.0
     assert res["tf"]["all_s"] == [5.0, 6.0] and res["tf"]["build_s"] == 5.5  # the failed build is left out
 
-    monkeypatch.setattr(bench, "work", lambda *a, **k: {"error": "no"})
-    assert bench.median_builds(("mobile", "49", 384), 2, threads=2)["torch"] == {"error": "every build failed"}
+    errors = iter(["first: out of memory", "second: ImportError"] * 3)
+    monkeypatch.setattr(bench, "work", lambda *a, **k: {"error": next(errors)})
+    res = bench.median_builds(("mobile", "49", 384), 2, threads=2)
+    assert res["torch"] == {"error": "every build round failed: second: ImportError"}  # the worker's own text
 
 
 def test_target_latencies_rotate_contenders_over_rounds_and_take_the_median(bench, monkeypatch):
@@ -110,8 +112,10 @@ def test_target_latencies_rotate_contenders_over_rounds_and_take_the_median(benc
     # One round: the worker's own result, as before.
     calls.clear()
     assert bench.latency_rounds(("spinenet", "49", 640, 1), 1, 10, 2)["tf"] == {"median_ms": 1.0, "min_ms": 0.0}
-    monkeypatch.setattr(bench, "work", lambda *a, **k: {"error": "no"})
-    assert bench.latency_rounds(("mobile", "49", 384, 1), 2, 10, 2)["tf"] == {"error": "every run failed"}
+    monkeypatch.setattr(bench, "work", lambda task, contender, *a, **k: {"error": f"{contender} crashed"})
+    for rounds in (1, 2):  # one round too: the worker's own error text, not a generic one
+        assert bench.latency_rounds(("mobile", "49", 384, 1), rounds, 10, 2)["tf"] == {
+            "error": "every latency round failed: tf crashed"}
 
 
 def test_gpu_section_says_when_there_is_no_gpu(bench, monkeypatch):
