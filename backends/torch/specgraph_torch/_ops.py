@@ -113,14 +113,15 @@ def init_variance_scaling(weight: torch.Tensor, depthwise: bool = False) -> None
     std = math.sqrt(1.0 / fan_in) / _TRUNC_STD
     # Rejection sampling, exact for a +-2 std truncation: redraw only the 4.6% outside, by
     # index (no compaction pass over the kept 95%); ~3x faster than nn.init.trunc_normal_.
-    sample = torch.randn(weight.numel())
-    outside = (sample.abs() > 2.0).nonzero().squeeze(1)
-    while outside.numel():
-        fresh = torch.randn(outside.numel())
-        sample[outside] = fresh
-        outside = outside[fresh.abs() > 2.0]
+    # Drawn in place (the weight is fresh and contiguous): no second buffer, no copy.
     with torch.no_grad():
-        weight.copy_(sample.view(weight.shape).mul_(std))
+        sample = weight.view(-1).normal_()
+        outside = (sample.abs() > 2.0).nonzero().squeeze(1)
+        while outside.numel():
+            fresh = torch.randn(outside.numel())
+            sample[outside] = fresh
+            outside = outside[fresh.abs() > 2.0]
+        sample.mul_(std)
 
 
 def init_glorot_uniform(weight: torch.Tensor, depthwise: bool = False) -> None:
