@@ -41,6 +41,8 @@ TARGET_CASES = (("spinenet", "49", 640, 1), ("mobile", "49", 384, 1))
 TARGET_ROUNDS = 3
 ALTERNATED_ROUNDS = 20  # rounds of the in-process TF rotation: 10 resolved ratios to about +-5%
 FAMILY = {"spinenet": "spinenet", "mobile": "spinenet_mobile"}
+# Every run rewrites the report; what its figures mean lives in this hand-written page.
+ANALYSIS = DOCS / "performance.md"
 
 
 def work(task: str, contender: str, family: str = "spinenet", variant: str = "49", size: int = 640,
@@ -213,11 +215,19 @@ def run_cpu(args: argparse.Namespace) -> str:
                       for c, r in train.items()]))
     out.append("\n\n## Issue targets, measured in this run\n")
     out.append(table(["target", "measured", "met?"], targets(lat, builds, train, alt)))
+    out.append(f"\n{analysis_pointer(Path(args.output))}")
     raw = {"ceiling": ceil, "latency": {str(k): v for k, v in lat.items()},
            "alternating": {str(k): v for k, v in alt.items()},
            "build": {str(k): v for k, v in builds.items()}, "train": train}
     (figures / "raw.json").write_text(json.dumps(raw, indent=1))
     return "\n".join(out)
+
+
+def analysis_pointer(report: Path) -> str:
+    """The report's line that links the hand-written analysis, relative to where the report is written."""
+    link = os.path.relpath(ANALYSIS, report.resolve().parent)
+    return (f"What the optimised paths do, why missed targets are missed (profiles), earlier runs' figures and "
+            f"what was tried and dropped: [{ANALYSIS.name}]({link}) (hand-written; this file is regenerated).\n")
 
 
 def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:

@@ -146,3 +146,11 @@ def test_cpu_description_names_model_and_vector_isa(bench, tmp_path, flags, isa)
     info.write_text(block.format(n=0) + "\n" + block.format(n=1).replace("AMD EPYC 7B13", "other"))
     assert bench.cpu_description(info) == f"AMD EPYC 7B13 (family 25 model 1, {isa})"
     assert bench.cpu_description(tmp_path / "missing")  # no /proc: still says something
+
+
+@pytest.mark.parametrize("report", ["docs/benchmarks.md", "out/benchmarks-quick.md"])
+def test_report_links_the_hand_written_analysis_from_where_it_is_written(bench, report):
+    line = bench.analysis_pointer(ROOT / report)
+    link = line.split("](", 1)[1].split(")", 1)[0]
+    target = (ROOT / report).parent.joinpath(link).resolve()
+    assert target == ROOT / "docs" / "performance.md" and target.is_file()
