@@ -6,13 +6,16 @@ the ``specgraph.backends`` entry-point group.
 
 from ._backends import available_backends, compile, get_backend
 from ._errors import (
+    ArgumentError,
     BackendError,
     GraphError,
     PlanError,
     Problem,
+    ResourceError,
     SpecgraphError,
     SpecSyntaxError,
     SpecValidationError,
+    WeightsError,
 )
 from ._graph import SpecGraph, build_graph
 from ._loader import builtin_specs, load
@@ -26,6 +29,7 @@ from ._stats import NodeStats, Stats, stats
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
     "BackendError",
     "Conv",
     "Edge",
@@ -36,6 +40,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "Problem",
+    "ResourceError",
     "Spec",
     "SpecGraph",
     "SpecSyntaxError",
@@ -44,6 +49,7 @@ __all__ = [
     "Stats",
     "Unit",
     "Upsample",
+    "WeightsError",
     "__version__",
     "available_backends",
     "build_graph",

@@ -1,17 +1,34 @@
-"""The exception hierarchy: every failure specgraph reports is a ``SpecgraphError``."""
+"""The exception hierarchy: every failure specgraph reports is a ``SpecgraphError``.
+
+::
+
+    SpecgraphError                 bad input of any kind; ``problems`` locates each one
+    ├── SpecSyntaxError            not readable as a spec: syntax, encoding, size and nesting caps
+    ├── SpecValidationError        a field is missing, unknown, of the wrong type or out of bounds
+    ├── GraphError                 the blocks do not form a network (references, cycles, outputs)
+    ├── PlanError                  no plan for this variant, input size or levels
+    ├── ArgumentError              a public function got an argument of the wrong type or value
+    │                              (also a TypeError and a ValueError, for callers that catch those)
+    ├── ResourceError              the model would not fit in this machine's memory
+    └── BackendError               a backend is missing, fails to import, or refuses a plan or option
+        └── WeightsError           weights that do not fit a model; nothing was loaded
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 __all__ = [
+    "ArgumentError",
     "BackendError",
     "GraphError",
     "PlanError",
     "Problem",
+    "ResourceError",
     "SpecSyntaxError",
     "SpecValidationError",
     "SpecgraphError",
+    "WeightsError",
 ]
 
 
@@ -73,5 +90,18 @@ class PlanError(SpecgraphError):
     """A plan cannot be made for the requested variant, input size or levels."""
 
 
+class ArgumentError(SpecgraphError, TypeError, ValueError):
+    """A public function got an argument of the wrong type or value; the message names the argument."""
+
+
+class ResourceError(SpecgraphError):
+    """The planned model needs more memory than the machine has; the message gives both figures."""
+
+
 class BackendError(SpecgraphError):
-    """A backend is missing, or refuses a plan or an option."""
+    """A backend is missing, fails to import, or refuses a plan or an option."""
+
+
+class WeightsError(BackendError):
+    """Weights that do not fit the model: every missing, extra, mis-shaped, mistyped or non-finite
+    array is a ``Problem`` (``path`` = the weight's name). The model is left exactly as it was."""

@@ -1,0 +1,57 @@
+"""The one rule for text that leaves specgraph: which characters are unsafe, and how they are shown.
+
+Spec names are refused when they hold an unsafe character (``_schema``); every renderer and
+emitter still passes spec-derived text through :func:`visible`, because a ``Plan`` can be
+built or deserialised without the schema.
+
+Unsafe: control characters (``Cc``: newlines, tabs, escape...), format characters (``Cf``:
+bidi overrides such as U+202E, zero-width spaces and joiners, the BOM), line and paragraph
+separators (``Zl``, ``Zp``), surrogates, private-use and unassigned code points, and the
+non-characters U+FFFE / U+FFFF.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import cache
+
+__all__ = ["first_unsafe", "visible"]
+
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _unsafe(ch: str) -> bool:
+    return unicodedata.category(ch) in _UNSAFE_CATEGORIES
+
+
+@cache
+def _pattern() -> re.Pattern[str]:
+    # A class of the Basic Multilingual Plane's unsafe characters (built once, ~40 ms); astral
+    # characters are matched wholesale and checked by category in the callers.
+    bmp = "".join(re.escape(chr(c)) for c in range(0x10000) if _unsafe(chr(c)))
+    return re.compile(f"[{bmp}]|[\U00010000-\U0010ffff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    if not _unsafe(ch):  # an astral character that is an ordinary letter or symbol
+        return ch
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def visible(text: str) -> str:
+    """``text`` with every unsafe character replaced by its escape (``\\n`` -> ``\\x0a``, U+202E ->
+    ``\\u202e``): one line, no hidden or reordering characters. Other text is unchanged."""
+    return _pattern().sub(_escape, str(text))
+
+
+def first_unsafe(text: str) -> str | None:
+    """The first unsafe character of ``text`` as ``U+XXXX (NAME)``, or None when there is none."""
+    for match in _pattern().finditer(text):
+        ch = match.group()
+        if _unsafe(ch):
+            name = unicodedata.name(ch, unicodedata.category(ch))
+            return f"U+{ord(ch):04X} ({name})"
+    return None
