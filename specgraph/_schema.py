@@ -11,7 +11,19 @@ import json
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    field_validator,
+    model_validator,
+)
+
+from ._text import brief, first_unsafe
 
 __all__ = [
     "BLOCK_TYPES",
@@ -32,47 +44,79 @@ __all__ = [
 MAX_LEVEL = 12  # stride 4096; far beyond any detector, but keeps sizes and loops bounded
 BLOCK_TYPES = ("residual", "bottleneck", "mbconv")
 ACTIVATIONS = ("relu", "relu6", "swish", "silu", "hard_swish", "gelu", "elu", "sigmoid", "linear")
-_NAME_RE = re.compile(r"^[^\s.]{1,64}$")  # dots would clash with module paths
+_NAME_RE = re.compile(r"[^\s.]{1,64}")  # whole-string match only; dots would clash with module paths
+MAX_VARIANTS = 256
+MAX_TEXT = 16_384  # the description; the loader holds every string of a file to the same cap
 
+
+def _check_name(value: str | None) -> str | None:
+    """The one rule for every name that reaches an output (spec, block, variant)."""
+    if value is None:
+        return None
+    if not _NAME_RE.fullmatch(value):
+        raise ValueError("a name is 1 to 64 characters with no whitespace and no '.'")
+    unsafe = first_unsafe(value)
+    if unsafe:
+        raise ValueError(f"a name holds no control, format or invisible character; found {unsafe}")
+    return value
+
+
+def _exact_int(value: object) -> object:
+    # Literal[1, 2] would take True and 2.0 (they compare equal); a spec means the integer.
+    if isinstance(value, bool | float):
+        raise ValueError(f"expected an integer, not a {type(value).__name__}")
+    return value
+
+
+def _level_key(value: object) -> object:
+    # TOML and JSON keys are strings: "3" means level 3 (ASCII digits only; not "٣" or "3_0").
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,2}", value):
+        return int(value)
+    return value
+
+
+# Strict: a bool or a string is not taken for a number, nor a number for a bool.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]  # integers are accepted (3 means 3.0)
+Flag = Annotated[bool, Strict()]
+Name = Annotated[str, AfterValidator(_check_name)]
 BlockType = Literal["residual", "bottleneck", "mbconv"]
-Level = Annotated[int, Field(ge=0, le=MAX_LEVEL)]
-Channels = Annotated[int, Field(ge=1, le=16384)]
+Level = Annotated[Int, Field(ge=0, le=MAX_LEVEL)]
+LevelKey = Annotated[Int, BeforeValidator(_level_key), Field(ge=0, le=MAX_LEVEL)]
+Channels = Annotated[Int, Field(ge=1, le=16384)]
+Kernel = Annotated[Int, Field(ge=1, le=15)]
+Stride = Annotated[Literal[1, 2], BeforeValidator(_exact_int)]
+Momentum = Annotated[Float, Field(gt=0.0, lt=1.0)]  # Keras's convention: the moving average keeps this much
+Epsilon = Annotated[Float, Field(gt=0.0, le=1.0)]
+DropRate = Annotated[Float, Field(ge=0.0, lt=1.0)]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
-def _check_name(value: str | None) -> str | None:
-    if value is not None and not _NAME_RE.match(value):
-        raise ValueError("a name is 1 to 64 characters with no whitespace and no '.'")
-    return value
-
-
 class StemConv(_Model):
     """The stem's first convolution (+ norm + activation)."""
 
     filters: Channels
-    kernel: Annotated[int, Field(ge=1, le=15)] = 3
-    stride: Literal[1, 2] = 2
-    scale_filters: bool = False  # multiply ``filters`` by the variant's filter_size_scale
+    kernel: Kernel = 3
+    stride: Stride = 2
+    scale_filters: Flag = False  # multiply ``filters`` by the variant's filter_size_scale
 
 
 class StemPool(_Model):
     """An optional max-pool after the stem conv."""
 
-    kernel: Annotated[int, Field(ge=1, le=15)] = 3
-    stride: Literal[1, 2] = 2
+    kernel: Kernel = 3
+    stride: Stride = 2
 
 
 class StemBlock(_Model):
     """One stem block group; consumes the previous stem output."""
 
-    name: str | None = None
+    name: Name | None = None
     level: Level
     type: BlockType
-
-    _check = field_validator("name")(_check_name)
 
 
 class Stem(_Model):
@@ -84,13 +128,11 @@ class Stem(_Model):
 class Block(_Model):
     """A body block: a fused, resampled set of parents, then a block group."""
 
-    name: str | None = None
+    name: Name | None = None
     level: Level
     type: BlockType
-    inputs: Annotated[list[str], Field(min_length=1, max_length=8)]
-    output: bool = False
-
-    _check = field_validator("name")(_check_name)
+    inputs: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=8)]
+    output: Flag = False
 
 
 class Resample(_Model):
@@ -105,7 +147,7 @@ class Resample(_Model):
     A final 1x1 conv+norm (no activation) gives the target block's channels.
     """
 
-    squeeze: bool = True
+    squeeze: Flag = True
     down: Literal["conv_maxpool", "depthwise", "conv"] = "conv_maxpool"
     up: Literal["nearest"] = "nearest"
 
@@ -114,16 +156,16 @@ class Fusion(_Model):
     """How a block's resampled parents are combined."""
 
     method: Literal["sum", "weighted"] = "sum"
-    activation: bool = True  # apply the activation after the sum
+    activation: Flag = True  # apply the activation after the sum
     # Model Garden's rule: an output block also sums, unresampled, every earlier
     # block that nothing consumed yet and that has its level and channels.
-    merge_unused_into_outputs: bool = False
+    merge_unused_into_outputs: Flag = False
 
 
 class Norm(_Model):
     type: Literal["batch_norm"] = "batch_norm"
-    momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.99
-    epsilon: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
+    momentum: Momentum = 0.99
+    epsilon: Epsilon = 1e-3
 
 
 class Endpoints(_Model):
@@ -137,33 +179,31 @@ class Variant(_Model):
     """One row of the scaling table (Model Garden's ``SCALING_MAP``)."""
 
     endpoints_num_filters: Channels
-    filter_size_scale: Annotated[float, Field(gt=0.0, le=16.0)] = 1.0
-    resample_alpha: Annotated[float, Field(gt=0.0, le=16.0)] = 0.5
-    block_repeats: Annotated[int, Field(ge=1, le=64)] = 1
-    expand_ratio: Annotated[float, Field(ge=1.0, le=32.0)] = 6.0
-    se_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # 0 = no squeeze-excitation
+    filter_size_scale: Annotated[Float, Field(gt=0.0, le=16.0)] = 1.0
+    resample_alpha: Annotated[Float, Field(gt=0.0, le=16.0)] = 0.5
+    block_repeats: Annotated[Int, Field(ge=1, le=64)] = 1
+    expand_ratio: Annotated[Float, Field(ge=1.0, le=32.0)] = 6.0
+    se_ratio: Annotated[Float, Field(ge=0.0, le=1.0)] = 0.0  # 0 = no squeeze-excitation
 
 
 class Spec(_Model):
     """A whole family: stem, body blocks, filters, resampling, fusion and variants."""
 
-    name: str
-    description: str = ""
+    name: Name
+    description: Annotated[str, Field(max_length=MAX_TEXT)] = ""
     activation: str = "relu"
-    default_variant: str | None = None
-    filters: Annotated[dict[Level, Channels], Field(min_length=1)]
+    default_variant: Annotated[str, Field(max_length=64)] | None = None
+    filters: Annotated[dict[LevelKey, Channels], Field(min_length=1)]
     stem: Stem
     resample: Resample = Resample()
     fusion: Fusion = Fusion()
     norm: Norm = Norm()
     endpoints: Endpoints = Endpoints()
-    variants: Annotated[dict[str, Variant], Field(min_length=1)]
+    variants: Annotated[dict[Name, Variant], Field(min_length=1, max_length=MAX_VARIANTS)]
     blocks: Annotated[list[Block], Field(min_length=1, max_length=1024)]
 
     _source: object = PrivateAttr(default=None)
     _graph: object = PrivateAttr(default=None)
-
-    _check = field_validator("name")(_check_name)
 
     @field_validator("activation")
     @classmethod
@@ -201,10 +241,10 @@ class Spec(_Model):
             name = self.default_variant or (next(iter(self.variants)) if len(self.variants) == 1 else None)
             if name is None:
                 raise PlanError(f"spec {self.name!r} has several variants; pick one of: {', '.join(self.variants)}")
-        name = str(name)
-        if name not in self.variants:
+        name = str(name) if isinstance(name, int) and not isinstance(name, bool) else name
+        if not isinstance(name, str) or name not in self.variants:
             raise PlanError(
-                f"variants: spec {self.name!r} has no variant {name!r}; known: {', '.join(self.variants)}"
+                f"variants: spec {self.name!r} has no variant {brief(name)}; known: {', '.join(self.variants)}"
             )
         return name, self.variants[name]
 
@@ -214,8 +254,11 @@ class Spec(_Model):
 
     def dumps(self, fmt: Literal["yaml", "toml", "json"] = "yaml") -> str:
         """The spec as TOML, YAML or JSON text that ``load`` reads back to an equal spec."""
+        from ._errors import ArgumentError
         from ._loader import dumps
 
+        if fmt not in ("yaml", "toml", "json"):
+            raise ArgumentError(f"fmt: unknown format {brief(fmt)}; use yaml, toml or json")
         return dumps(self, fmt)
 
     def _repr_svg_(self) -> str | None:  # Jupyter

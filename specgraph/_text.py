@@ -16,7 +16,7 @@ import re
 import unicodedata
 from functools import cache
 
-__all__ = ["first_unsafe", "visible"]
+__all__ = ["brief", "first_unsafe", "visible"]
 
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
@@ -55,3 +55,12 @@ def first_unsafe(text: str) -> str | None:
             name = unicodedata.name(ch, unicodedata.category(ch))
             return f"U+{ord(ch):04X} ({name})"
     return None
+
+
+def brief(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for an error message: visible, at most ``limit`` characters, and safe for
+    integers too long for ``repr`` (Python refuses more than 4,300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1:,} digits"
+    text = visible(repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
