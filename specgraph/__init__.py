@@ -4,10 +4,12 @@ The core never imports a deep-learning framework; backends are plugins found thr
 the ``specgraph.backends`` entry-point group.
 """
 
-from ._backends import available_backends, compile, get_backend
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     ArgumentError,
     BackendError,
+    BackendUnavailableError,
     GraphError,
     PlanError,
     Problem,
@@ -17,20 +19,55 @@ from ._errors import (
     SpecValidationError,
     WeightsError,
 )
-from ._graph import SpecGraph, build_graph
-from ._loader import builtin_specs, load
-from ._modelgarden import from_modelgarden_tuples
-from ._plan import Conv, Edge, MaxPool, Node, Plan, Unit, Upsample
-from ._planner import plan
-from ._render import render_dot, render_mermaid, render_svg
-from ._schema import Spec
-from ._stats import NodeStats, Stats, stats
+
+# The rest is imported on first use (pydantic, networkx and jinja2 take most of a second), so
+# the command line starts fast and handles Ctrl-C from its first moment.
+_LAZY = {
+    "available_backends": "_backends", "compile": "_backends", "get_backend": "_backends",
+    "SpecGraph": "_graph", "build_graph": "_graph",
+    "builtin_specs": "_loader", "load": "_loader",
+    "from_modelgarden_tuples": "_modelgarden",
+    "Conv": "_plan", "Edge": "_plan", "MaxPool": "_plan", "Node": "_plan", "Plan": "_plan", "Unit": "_plan",
+    "Upsample": "_plan",
+    "plan": "_planner",
+    "render_dot": "_render", "render_mermaid": "_render", "render_svg": "_render",
+    "Spec": "_schema",
+    "NodeStats": "_stats", "Stats": "_stats", "stats": "_stats",
+}
+
+if TYPE_CHECKING:
+    from ._backends import available_backends, compile, get_backend
+    from ._graph import SpecGraph, build_graph
+    from ._loader import builtin_specs, load
+    from ._modelgarden import from_modelgarden_tuples
+    from ._plan import Conv, Edge, MaxPool, Node, Plan, Unit, Upsample
+    from ._planner import plan
+    from ._render import render_dot, render_mermaid, render_svg
+    from ._schema import Spec
+    from ._stats import NodeStats, Stats, stats
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'specgraph' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArgumentError",
     "BackendError",
+    "BackendUnavailableError",
     "Conv",
     "Edge",
     "GraphError",

@@ -15,9 +15,12 @@ from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from ._errors import BackendError
+from ._errors import ArgumentError, BackendError, BackendUnavailableError
+from ._memory import check_memory
+from ._options import check_options
 from ._plan import Plan
 from ._schema import Spec
+from ._text import brief
 
 __all__ = ["ENTRY_POINT_GROUP", "available_backends", "compile", "get_backend"]
 
@@ -32,17 +35,23 @@ def available_backends() -> dict[str, EntryPoint]:
 
 
 def get_backend(name: str) -> Any:
-    """Load the backend plugin ``name``; ``BackendError`` says what to install when it is missing."""
+    """Load the backend plugin ``name``; ``BackendUnavailableError`` says what to install when it is
+    missing or fails to import."""
+    if not isinstance(name, str):
+        raise ArgumentError(f"backend: expected a backend name such as 'torch', got {type(name).__name__}")
     found = available_backends()
     if name not in found:
         package = _PACKAGES.get(name)
         hint = (f"install it with `pip install {package}` (from this repository: `pip install ./backends/{name}`)"
-                if package else f"no installed package provides entry point {name!r} in group {ENTRY_POINT_GROUP!r}")
-        raise BackendError(f"backend {name!r} is not installed; {hint}. Installed: {', '.join(found) or 'none'}")
+                if package else f"no installed package provides entry point {brief(name)} in group "
+                f"{ENTRY_POINT_GROUP!r}")
+        raise BackendUnavailableError(f"backend {brief(name)} is not installed; {hint}. "
+                                      f"Installed: {', '.join(found) or 'none'}")
     try:
         backend = found[name].load()
-    except ImportError as exc:
-        raise BackendError(f"backend {name!r} failed to import: {exc}") from exc
+    except Exception as exc:  # ImportError, but also MemoryError, OSError (a broken shared library)...
+        raise BackendUnavailableError(f"backend {name!r} failed to import: {type(exc).__name__}: "
+                                      f"{brief(str(exc), 300)}") from exc
     if not callable(getattr(backend, "compile", None)):
         raise BackendError(f"backend {name!r} ({found[name].value}) has no compile(plan, **options)")
     return backend
@@ -63,6 +72,10 @@ def compile(  # noqa: A001 - the public verb, like torch.compile
     With a spec, ``variant``, ``input_size`` (default 640x640) and the levels choose the
     plan, and a backend whose ``compile`` takes ``spec=`` receives the spec too (to keep
     it, e.g. in a Keras config). With a plan, levels given must match it.
+
+    Before the backend allocates anything, the plan's memory (``stats``: weights plus
+    activations at batch 1) is checked against this machine's available memory;
+    ``check_memory=False`` skips that (``ResourceError`` otherwise).
     """
     from ._loader import load
     from ._planner import plan
@@ -80,8 +93,16 @@ def compile(  # noqa: A001 - the public verb, like torch.compile
         if wrong:
             raise BackendError(f"compile() options disagree with the plan: {'; '.join(wrong)}; plan the spec again")
     else:
-        raise BackendError(f"compile() takes a Plan, a Spec or a spec name, got {type(plan_or_spec).__name__}")
+        raise ArgumentError(f"compile(plan_or_spec): expected a Plan, a Spec or a spec name, got "
+                            f"{type(plan_or_spec).__name__}")
+    check_options(options)
     plugin = get_backend(backend)
-    if spec is not None and "spec" in inspect.signature(plugin.compile).parameters:
+    check = options.pop("check_memory", True)
+    if check:
+        check_memory(plan_or_spec)
+    parameters = inspect.signature(plugin.compile).parameters
+    if "check_memory" in getattr(plugin, "OPTIONS", ()) or "check_memory" in parameters:
+        options["check_memory"] = False  # checked above, or declined by the caller
+    if spec is not None and "spec" in parameters:
         options.setdefault("spec", spec)
     return plugin.compile(plan_or_spec, **options)

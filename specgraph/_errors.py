@@ -10,8 +10,10 @@
     ├── ArgumentError              a public function got an argument of the wrong type or value
     │                              (also a TypeError and a ValueError, for callers that catch those)
     ├── ResourceError              the model would not fit in this machine's memory
-    └── BackendError               a backend is missing, fails to import, or refuses a plan or option
-        └── WeightsError           weights that do not fit a model; nothing was loaded
+    ├── BackendError               a backend refuses a plan or an option
+    │   ├── BackendUnavailableError    the backend is not installed, or fails to import
+    │   └── WeightsError           weights that do not fit a model; nothing was loaded
+    └── CodegenError               emitted source failed to render or to parse (specgraph._codegen)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 __all__ = [
     "ArgumentError",
     "BackendError",
+    "BackendUnavailableError",
     "GraphError",
     "PlanError",
     "Problem",
@@ -100,6 +103,10 @@ class ResourceError(SpecgraphError):
 
 class BackendError(SpecgraphError):
     """A backend is missing, fails to import, or refuses a plan or an option."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend is not installed, or importing it failed (the message says what to install)."""
 
 
 class WeightsError(BackendError):

@@ -6,6 +6,7 @@ endpoint level) and lets the plugin machinery be tested without torch or TF.
 
 from __future__ import annotations
 
+from ._errors import BackendError
 from ._plan import Plan
 
 __all__ = ["NullModel", "compile"]
@@ -27,5 +28,5 @@ class NullModel:
 
 def compile(plan: Plan, **options: object) -> NullModel:  # noqa: A001
     if options:
-        raise TypeError(f"the null backend takes no options, got {sorted(options)}")
+        raise BackendError(f"the null backend takes no options, got {sorted(options)}")
     return NullModel(plan)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import networkx as nx
 
-from ._errors import PlanError
+from ._errors import ArgumentError, PlanError
 from ._graph import ENDPOINT_PREFIX, SpecGraph, build_graph, expansion
 from ._plan import Conv, Edge, MaxPool, Node, Op, Plan, Size, Unit, Upsample
 from ._schema import MAX_LEVEL, Spec, Variant
+from ._text import brief
 
 __all__ = ["make_divisible", "plan"]
 
@@ -31,26 +35,32 @@ def _size_at(input_size: Size, level: int) -> Size:
 
 def _parse_size(input_size: int | Sequence[int] | str) -> Size:
     if isinstance(input_size, str):
-        parts = input_size.lower().replace("\u00d7", "x").split("x")
-        try:
-            values = [int(p) for p in parts]
-        except ValueError:
-            raise PlanError(f"input size {input_size!r}: write it as HxW, e.g. 640x640") from None
-    elif isinstance(input_size, int):
+        # ASCII digits only: int() would also take "6_40" and other scripts' digits.
+        if not re.fullmatch(r"[0-9]{1,6}([x\u00d7][0-9]{1,6})?", input_size.strip().lower()):
+            raise PlanError(f"input_size {brief(input_size)}: write it as HxW, e.g. 640x640")
+        values = [int(p) for p in re.split("[x\u00d7]", input_size.strip().lower())]
+    elif isinstance(input_size, int) and not isinstance(input_size, bool):
         values = [input_size, input_size]
-    else:
+    elif isinstance(input_size, Sequence):
         values = list(input_size)
+    else:
+        raise ArgumentError(f"input_size: expected (H, W), an int or 'HxW', got {type(input_size).__name__}")
     if len(values) == 1:
         values = values * 2
     if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise PlanError(f"input size {input_size!r}: give (H, W) as two integers")
+        raise PlanError(f"input_size {brief(input_size)}: give (H, W) as two integers")
     if not all(1 <= v <= MAX_INPUT for v in values):
-        raise PlanError(f"input size {input_size!r}: H and W must be between 1 and {MAX_INPUT}")
+        raise PlanError(f"input_size {brief(input_size)}: H and W must be between 1 and {MAX_INPUT}")
     return (values[0], values[1])
 
 
+def _level(name: str, value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ArgumentError(f"{name}: expected an integer level or None, got {brief(value)}")
+
+
 def plan(
-    spec: Spec,
+    spec: Spec | str | os.PathLike[str] | Mapping[str, Any],
     variant: str | None = None,
     input_size: int | Sequence[int] | str = (640, 640),
     min_level: int | None = None,
@@ -58,9 +68,21 @@ def plan(
     input_channels: int = 3,
 ) -> Plan:
     """Plan ``spec``'s ``variant`` for images of ``input_size`` (H, W), with endpoints
-    ``min_level..max_level`` (the spec's defaults when None)."""
+    ``min_level..max_level`` (the spec's defaults when None). ``spec`` may also be anything
+    :func:`specgraph.load` reads."""
+    if isinstance(spec, str | os.PathLike | Mapping):
+        from ._loader import load
+
+        spec = load(spec)
     if not isinstance(spec, Spec):
-        raise PlanError(f"plan() takes a Spec (see specgraph.load), got {type(spec).__name__}")
+        raise ArgumentError(f"plan(spec): expected a Spec, a spec file, a built-in spec name or a mapping, got "
+                            f"{type(spec).__name__}")
+    if (variant is not None and not isinstance(variant, str | int)) or isinstance(variant, bool):
+        raise ArgumentError(f"variant: expected a variant name, got {brief(variant)}")
+    _level("min_level", min_level)
+    _level("max_level", max_level)
+    if isinstance(input_channels, bool) or not isinstance(input_channels, int):
+        raise ArgumentError(f"input_channels: expected an integer, got {brief(input_channels)}")
     graph = build_graph(spec)
     name, var = spec.variant(variant)
     size = _parse_size(input_size)

@@ -229,9 +229,10 @@ def test_plan_errors(mini, kwargs, fragment) -> None:
     assert fragment in str(info.value)
 
 
-def test_plan_rejects_non_spec() -> None:
-    with pytest.raises(PlanError, match="takes a Spec"):
-        specgraph.plan("spinenet")  # type: ignore[arg-type]
+def test_plan_takes_what_load_takes_and_names_a_bad_argument() -> None:
+    assert specgraph.plan("spinenet", "49S", 256) == specgraph.plan(specgraph.load("spinenet"), "49S", 256)
+    with pytest.raises(specgraph.ArgumentError, match=r"plan\(spec\): expected a Spec"):
+        specgraph.plan(None)  # type: ignore[arg-type]
 
 
 def test_several_variants_need_a_choice(mini) -> None:

@@ -9,16 +9,17 @@ import tensorflow as tf
 import tf_keras
 
 import specgraph
-from specgraph import BackendError, Plan, Spec
+from specgraph import ArgumentError, BackendError, Plan, Spec
+from specgraph.backend_api import COMMON_OPTIONS, check_memory, check_options
 
 from ._build import build_graph
 from ._layers import XLA_DEPTHWISE, LayerOptions, activation_fn
 
 __all__ = ["OPTIONS", "SpecgraphModel", "build", "compile", "xla_function"]
 
-OPTIONS = ("spec", "input_shape", "input_specs", "min_level", "max_level", "activation", "stochastic_depth_drop_rate",
-           "norm_momentum", "norm_epsilon", "use_sync_bn", "kernel_initializer", "kernel_regularizer",
-           "bias_regularizer", "xla_depthwise", "name")
+# The shared options (Model Garden's names, validated in the core) and this backend's own.
+OPTIONS = (*COMMON_OPTIONS, "spec", "input_shape", "input_specs", "min_level", "max_level", "kernel_initializer",
+           "kernel_regularizer", "bias_regularizer", "xla_depthwise", "name")
 
 
 def _recover_spec(plan: Plan) -> Spec | None:
@@ -156,10 +157,13 @@ def compile(plan: Plan, *, spec: Spec | Mapping[str, Any] | str | None = None,  
     """Lower ``plan`` to a :class:`SpecgraphModel`. Options follow Model Garden's SpineNet builder;
     ``spec`` (passed by ``specgraph.compile`` when it planned a spec) is kept in the model's config."""
     if not isinstance(plan, Plan):
-        raise BackendError(f"the tensorflow backend compiles a Plan, got {type(plan).__name__}")
+        raise ArgumentError(f"compile(plan): the tensorflow backend compiles a Plan, got {type(plan).__name__}")
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise BackendError(f"tensorflow backend: unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
+    check_options(options)
+    if options.pop("check_memory", True):
+        check_memory(plan)
     for key in ("min_level", "max_level"):
         if options.get(key) is not None and options[key] != getattr(plan, key):
             raise BackendError(f"{key}={options[key]} does not match the plan's {key}={getattr(plan, key)}; "

@@ -14,21 +14,17 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from specgraph import BackendError, Conv, MaxPool, Node, Plan, Spec, Upsample
+from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, Spec, Upsample
+from specgraph.backend_api import COMMON_OPTIONS, check_memory, check_options
 
 from ._blocks import make_unit
 from ._ops import ConvNormAct, MaxPoolSame, UpsampleNearest, make_activation, make_norm
 
 __all__ = ["OPTIONS", "FeatureInfo", "ShapeSpec", "SpecgraphNet", "compile"]
 
-# compile() options with Model Garden's names and defaults (None: take the plan's value).
-OPTIONS: dict[str, Any] = {
-    "activation": None,
-    "stochastic_depth_drop_rate": 0.0,
-    "norm_momentum": None,
-    "norm_epsilon": None,
-    "use_sync_bn": False,
-}
+# compile() options: Model Garden's names and defaults (None: take the plan's value), shared with
+# every backend and validated in the core.
+OPTIONS: dict[str, Any] = dict(COMMON_OPTIONS)
 
 
 class ShapeSpec(NamedTuple):
@@ -205,14 +201,18 @@ def compile(plan: Plan | Spec | str, *, min_level: int | None = None, max_level:
     """Lower a plan to a :class:`SpecgraphNet` (the ``specgraph.backends`` entry point ``torch``).
 
     With a Spec (or spec name) the levels replan it; with a Plan they must match it.
+    ``check_memory=False`` builds a model that the memory check would refuse.
     """
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise BackendError(f"unknown torch backend option(s) {', '.join(unknown)}; known: "
                            f"min_level, max_level, {', '.join(OPTIONS)}")
+    check_options(options)
     if not isinstance(plan, Plan):
         import specgraph
 
+        if not isinstance(plan, Spec | str):
+            raise ArgumentError(f"compile(plan): expected a Plan, a Spec or a spec name, got {type(plan).__name__}")
         spec = specgraph.load(plan) if isinstance(plan, str) else plan
         plan = specgraph.plan(spec, variant, input_size, min_level, max_level)
     mismatch = [f"{k}={v} but the plan has {getattr(plan, k)}"
@@ -220,5 +220,7 @@ def compile(plan: Plan | Spec | str, *, min_level: int | None = None, max_level:
                 if v is not None and v != getattr(plan, k)]
     if mismatch:
         raise BackendError(f"option(s) disagree with the plan: {'; '.join(mismatch)}; replan instead")
+    if options.pop("check_memory", True):
+        check_memory(plan)
     return SpecgraphNet(plan, **options)
 
