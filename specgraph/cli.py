@@ -1,58 +1,139 @@
-"""The ``specgraph`` command line: validate, plan, stats, render, emit.
+"""The ``specgraph`` command line: validate, plan, stats, render, emit, list.
 
-Exit status: 0 on success, 2 on a spec error (message on stderr, no traceback).
+Exit status (every failure is a message on stderr, never a traceback):
+  0    success: everything asked for was written
+  1    standard output could not be written (closed, broken pipe, disk full)
+  2    bad input: a spec, an argument or an option; an -o file that exists or cannot be created
+  3    this machine cannot do it: a backend is not installed or fails to import, or too little memory
+  4    an internal error (a bug in specgraph; SPECGRAPH_DEBUG=1 shows the traceback)
+  130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from ._errors import SpecgraphError
+from ._errors import BackendUnavailableError, ResourceError, SpecgraphError
 from ._files import write_new
-from ._loader import builtin_specs, load
-from ._planner import plan
-from ._stats import stats
 
-__all__ = ["main"]
+# The heavy modules (pydantic, networkx, jinja2) are imported inside main()'s handlers, so
+# that Ctrl-C or a broken installation during the import is reported like any other failure.
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_OUTPUT", "EXIT_UNAVAILABLE",
+           "main"]
+
+EXIT_OK = 0
+EXIT_OUTPUT = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERNAL = 4
+EXIT_INTERRUPTED = 130
+
+
+class _OutputError(Exception):
+    """Standard output cannot take what we write."""
+
+
+def _emit_text(text: str, *, document: bool = False) -> None:
+    """Write to standard output and flush, so a failure is seen here and not at exit.
+
+    Documents (SVG, dot, Mermaid, JSON, source) are UTF-8 whatever the locale; tables use the
+    terminal's encoding, with characters it lacks written as escapes."""
+    stream = sys.stdout
+    if stream is None:  # started with stdout closed (`>&-`)
+        raise _OutputError("standard output is closed; write to a file with -o FILE or redirect it")
+    try:
+        buffer = getattr(stream, "buffer", None)
+        if document and buffer is not None:
+            stream.flush()
+            buffer.write(text.encode("utf-8"))
+            buffer.flush()
+        else:
+            stream.write(text)
+            stream.flush()
+    except BrokenPipeError:
+        # The reader left (`| head`); point stdout at /dev/null so the interpreter's last flush is quiet.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        raise _OutputError("standard output was closed by the reader (broken pipe)") from None
+    except OSError as exc:
+        raise _OutputError(f"cannot write to standard output: {exc.strerror or exc}") from None
+
+
+def _say(message: str) -> None:
+    """One message on stderr; nothing when stderr itself is gone."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(message.rstrip("\n") + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _planned(args: argparse.Namespace):
+    from ._loader import load
+    from ._planner import plan
+
     spec = load(args.spec)
     return plan(spec, args.variant, args.input, args.min_level, args.max_level)
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from ._loader import load
+
+    failed = 0
     for source in args.specs:
-        spec = load(source)
-        blocks = len(spec.blocks)
-        print(f"ok  {source}: {spec.name}, {blocks} blocks, variants {', '.join(spec.variants)}")
-    return 0
+        try:
+            spec = load(source)
+        except SpecgraphError as exc:
+            failed += 1
+            _say(f"specgraph validate: error: {source}:\n{exc}" if len(exc.problems) > 1
+                 else f"specgraph validate: error: {exc}")
+            continue
+        _emit_text(f"ok  {source}: {spec.name}, {len(spec.blocks)} blocks, variants {', '.join(spec.variants)}\n")
+    if failed:
+        _say(f"specgraph validate: {failed} of {len(args.specs)} file(s) failed")
+    return EXIT_BAD_INPUT if failed else EXIT_OK
 
 
 def _plan(args: argparse.Namespace) -> int:
     p = _planned(args)
-    print(json.dumps(p.to_dict(), indent=1) if args.json else p.table())
-    return 0
+    if args.json:
+        _emit_text(json.dumps(p.to_dict(), indent=1) + "\n", document=True)
+    else:
+        _emit_text(p.table() + "\n")
+    return EXIT_OK
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from ._memory import format_bytes
+    from ._stats import stats
+
     p = _planned(args)
     s = stats(p)
     if args.json:
         data = s.to_dict()
         data.update(spec=p.spec_name, variant=p.variant, input_size=list(p.input_size), plan_hash=p.hash)
-        print(json.dumps(data, indent=1))
-        return 0
-    print(f"{p.spec_name} {p.variant} @ {p.input_size[0]}x{p.input_size[1]}, levels {p.min_level}..{p.max_level}")
-    print(f"{'node':<14}{'kind':<12}{'level':>6}{'params':>14}{'MACs':>16}")
+        _emit_text(json.dumps(data, indent=1) + "\n", document=True)
+        return EXIT_OK
+    lines = [f"{p.spec_name} {p.variant} @ {p.input_size[0]}x{p.input_size[1]}, levels {p.min_level}..{p.max_level}",
+             f"{'node':<14}{'kind':<12}{'level':>6}{'params':>14}{'MACs':>16}{'activations':>14}"]
     for row in s.nodes:
-        print(f"{row.name:<14}{row.kind:<12}{row.level:>6}{row.params:>14,}{row.macs:>16,}")
-    print(f"params {s.params:,} (trainable {s.trainable_params:,}, non-trainable {s.non_trainable_params:,})")
-    print(f"MACs {s.macs:,} ({s.macs / 1e9:.3f} G)")
-    return 0
+        lines.append(f"{row.name:<14}{row.kind:<12}{row.level:>6}{row.params:>14,}{row.macs:>16,}"
+                     f"{format_bytes(row.activation_bytes):>14}")
+    lines.append(f"params {s.params:,} (trainable {s.trainable_params:,}, non-trainable {s.non_trainable_params:,})")
+    lines.append(f"MACs {s.macs:,} ({s.macs / 1e9:.3f} G)")
+    lines.append(f"memory (float32): weights {format_bytes(s.param_bytes)}, activations "
+                 f"{format_bytes(s.activation_bytes)} per image in a training forward pass")
+    _emit_text("\n".join(lines) + "\n")
+    return EXIT_OK
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -68,41 +149,57 @@ def _emit(args: argparse.Namespace) -> int:
     return _output(args, emit(_planned(args), args.backend))
 
 
+def _list(_args: argparse.Namespace) -> int:
+    from ._loader import builtin_specs
+
+    _emit_text("".join(f"{name}\n" for name in builtin_specs()))
+    return EXIT_OK
+
+
 def _output(args: argparse.Namespace, text: str) -> int:
     """Print ``text``, or write it to ``--output`` (all or nothing; no overwrite without ``--force``)."""
     if args.output is None:
-        sys.stdout.write(text)
-        return 0
+        _emit_text(text, document=True)
+        return EXIT_OK
     try:
         if write_new(args.output, text, args.force):
-            return 0
-        print(f"specgraph {args.command}: error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
+            return EXIT_OK
+        _say(f"specgraph {args.command}: error: {args.output} exists; pass --force to overwrite it")
     except OSError as exc:
-        print(f"specgraph {args.command}: error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
-    return 2
+        _say(f"specgraph {args.command}: error: cannot write {args.output}: {exc.strerror or exc}")
+    return EXIT_BAD_INPUT
+
+
+def _level(text: str) -> int:
+    # ASCII digits only (int() would take "٣" or "1_0").
+    if not (text.isascii() and text.isdigit() and len(text) <= 2):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a level (0..12)")
+    return int(text)
 
 
 def _add_plan_args(parser: argparse.ArgumentParser, json: bool = True) -> None:
     parser.add_argument("spec", help="spec file (.toml/.yaml/.json) or built-in name")
     parser.add_argument("--variant", "-v", help="variant name (default: the spec's default_variant)")
     parser.add_argument("--input", "-i", default="640x640", help="input size HxW (default 640x640)")
-    parser.add_argument("--min-level", type=int, help="lowest endpoint level (default: the spec's)")
-    parser.add_argument("--max-level", type=int, help="highest endpoint level (default: the spec's)")
+    parser.add_argument("--min-level", type=_level, help="lowest endpoint level (default: the spec's)")
+    parser.add_argument("--max-level", type=_level, help="highest endpoint level (default: the spec's)")
     if json:
         parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="specgraph", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="specgraph", description=__doc__.splitlines()[0],
+                                     epilog="exit status: 0 ok, 1 output not written, 2 bad input, 3 backend "
+                                     "missing or too little memory, 4 internal error, 130 interrupted")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("validate", help="check spec files; exit 2 with every problem listed")
+    p = sub.add_parser("validate", help="check spec files; every problem of every file, exit 2 if any failed")
     p.add_argument("specs", nargs="+", metavar="FILE")
     p.set_defaults(run=_validate)
     p = sub.add_parser("plan", help="print the scale plan: nodes, sizes, channels, resample ops")
     _add_plan_args(p)
     p.set_defaults(run=_plan)
-    p = sub.add_parser("stats", help="parameters and conv MACs, per node and in total")
+    p = sub.add_parser("stats", help="parameters, conv MACs and memory, per node and in total")
     _add_plan_args(p)
     p.set_defaults(run=_stats)
     p = sub.add_parser("render", help="draw the plan: SVG (levels as rows, blocks in order), dot or Mermaid")
@@ -119,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(run=_emit)
     p = sub.add_parser("list", help="list the built-in specs")
-    p.set_defaults(run=lambda _args: print("\n".join(builtin_specs())) or 0)
+    p.set_defaults(run=_list)
     return parser
 
 
@@ -129,13 +226,44 @@ def _version() -> str:
     return f"specgraph {__version__}"
 
 
+def _lenient_streams() -> None:
+    # Characters the terminal cannot encode become escapes instead of a UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure: Callable[..., None] | None = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(OSError, ValueError):
+                reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit status (see the module docstring)."""
+    _lenient_streams()
+    command = "specgraph"
     try:
+        args = build_parser().parse_args(argv)  # exits 2 itself on a usage error
+        command = f"specgraph {args.command}"
         return args.run(args)
+    except KeyboardInterrupt:
+        _say(f"{command}: interrupted")
+        return EXIT_INTERRUPTED
+    except _OutputError as exc:
+        _say(f"{command}: error: {exc}")
+        return EXIT_OUTPUT
+    except (BackendUnavailableError, ResourceError) as exc:
+        _say(f"{command}: error: {exc}")
+        return EXIT_UNAVAILABLE
     except SpecgraphError as exc:
-        print(f"specgraph {args.command}: error:\n{exc}", file=sys.stderr)
-        return 2
+        _say(f"{command}: error:\n{exc}" if len(exc.problems) > 1 else f"{command}: error: {exc}")
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        _say(f"{command}: error: out of memory")
+        return EXIT_UNAVAILABLE
+    except Exception as exc:  # a bug: say so in one line, with the traceback only on request
+        if os.environ.get("SPECGRAPH_DEBUG"):
+            raise
+        _say(f"{command}: internal error: {type(exc).__name__}: {exc} (please report it; SPECGRAPH_DEBUG=1 "
+             "shows the traceback)")
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":
