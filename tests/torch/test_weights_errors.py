@@ -31,7 +31,9 @@ def test_wrong_checkpoint_lists_all_problems_and_loads_nothing(modelgarden, tmp_
     with pytest.raises(specgraph_torch.WeightsError) as info:
         specgraph_torch.load_modelgarden_weights(model, str(tmp_path / "bad.npz"))
     err = info.value
+    assert specgraph_torch.WeightsError is specgraph.WeightsError  # the old name still works
     assert isinstance(err, specgraph.BackendError)
+    assert all(isinstance(p, specgraph.Problem) and p.path and p.message for p in err.problems)
     paths = {p.path for p in err.problems}
     assert missing.removesuffix(":0") in paths
     assert wrong.removesuffix(":0") in paths
@@ -52,6 +54,7 @@ def test_dynamic_width_modelgarden_model_lacks_sp10(modelgarden):
     dynamic = spinenet.SpineNet(input_specs=tf_keras.layers.InputSpec(shape=[None, None, None, 3]), **kwargs)
     with pytest.raises(specgraph_torch.WeightsError) as info:
         specgraph_torch.load_modelgarden_weights(specgraph_torch.compile(plan), dynamic)
+    assert all(p.path for p in info.value.problems)  # the Keras variable names
     keys = {p.message for p in info.value.problems}
     assert all("missing" in m for m in keys)
     assert any("nodes.sp10." in m for m in keys)

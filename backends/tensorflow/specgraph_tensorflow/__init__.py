@@ -6,7 +6,7 @@
 from ._emit import emit
 from ._model import OPTIONS, SpecgraphModel, build, compile, xla_function
 from .deploy import TFLiteModel, export_saved_model, serving_function, to_tflite
-from .weights import WeightMismatchError, export_npz, load_weights, weights_dict
+from .weights import WeightMismatchError, WeightsError, export_npz, load_weights, weights_dict
 
 __version__ = "0.1.0"
 
@@ -15,6 +15,7 @@ __all__ = [
     "SpecgraphModel",
     "TFLiteModel",
     "WeightMismatchError",
+    "WeightsError",
     "__version__",
     "build",
     "compile",

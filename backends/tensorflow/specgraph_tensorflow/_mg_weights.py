@@ -17,7 +17,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
-from specgraph import BackendError, Plan
+from specgraph import Plan, Problem, WeightsError
 
 from ._layers import ConvNorm, Fuse
 from ._units import BlockUnit
@@ -70,8 +70,9 @@ def _unit_arrays(block: Any, unit: BlockUnit) -> dict[str, Any]:
     return out
 
 
-def modelgarden_arrays(model: Any, mg: Any) -> tuple[dict[str, Any], list[str]]:
-    """``({specgraph weight name: array}, problems)`` for Model Garden model ``mg``."""
+def modelgarden_arrays(model: Any, mg: Any) -> tuple[dict[str, Any], list[Problem]]:
+    """``({specgraph weight name: array}, problems)`` for Model Garden model ``mg`` (nothing is checked but the
+    layer structure: the caller checks the arrays)."""
     layers = list(getattr(mg, "layers", []))
     groups: dict[str, list[Any]] = {"conv": [], "dwconv": [], "bottleneck": [], "residual": [], "mbconv": []}
     norm_of: dict[int, Any] = {}
@@ -91,21 +92,21 @@ def modelgarden_arrays(model: Any, mg: Any) -> tuple[dict[str, Any], list[str]]:
         members.sort(key=_creation_index)
 
     wanted: dict[str, list[tuple[str, Any]]] = {g: [] for g in groups}
-    problems: list[str] = []
+    problems: list[Problem] = []
     for key, layer in model.slots.items():
         if isinstance(layer, ConvNorm):
             wanted["dwconv" if isinstance(layer.conv, tf_keras.layers.DepthwiseConv2D) else "conv"].append((key, layer))
         elif isinstance(layer, BlockUnit):
             wanted[layer.unit_type].append((key, layer))
         elif isinstance(layer, Fuse):
-            problems.append(f"{key}: weighted fusion has no Model Garden counterpart")
+            problems.append(Problem("weighted fusion has no Model Garden counterpart", key))
     for group, mine in wanted.items():
         theirs = groups[group]
         if len(mine) != len(theirs):
             hint = (" (a Model Garden model built with an unknown input width drops a merge-only block and its "
                     "resamplers: build it with a fixed input_specs shape)" if len(theirs) < len(mine) else "")
-            problems.append(f"{group} layers: the plan has {len(mine)}, the Model Garden model has {len(theirs)}"
-                            f"{hint}; theirs: {', '.join(t.name for t in theirs) or 'none'}")
+            problems.append(Problem(f"the plan has {len(mine)}, the Model Garden model has {len(theirs)}{hint}; "
+                                    f"theirs: {', '.join(t.name for t in theirs) or 'none'}", f"{group} layers"))
     if problems:
         return {}, problems
 
@@ -115,7 +116,7 @@ def modelgarden_arrays(model: Any, mg: Any) -> tuple[dict[str, Any], list[str]]:
             if isinstance(layer, ConvNorm):
                 norm = norm_of.get(id(theirs))
                 if layer.norm is not None and norm is None:
-                    problems.append(f"{key}: Model Garden conv {theirs.name} has no batch norm after it")
+                    problems.append(Problem(f"Model Garden conv {theirs.name} has no batch norm after it", key))
                     continue
                 parts = _conv_arrays(theirs, norm if layer.norm is not None else None)
             else:
@@ -147,7 +148,7 @@ def modelgarden_reference(plan: Plan, *, fixed_size: bool = True) -> Any:
             return spinenet_mobile.SpineNetMobile(**common, endpoints_num_filters=scaling["endpoints_num_filters"],
                                                   block_repeats=scaling["block_repeats"],
                                                   filter_size_scale=scaling["filter_size_scale"])
-    raise BackendError(f"no Model Garden model corresponds to {plan.spec_name} variant {plan.variant}")
+    raise WeightsError(Problem("no Model Garden model has this spec and variant", f"{plan.spec_name} {plan.variant}"))
 
 
 def _root_key(path: str) -> str | None:
@@ -156,15 +157,16 @@ def _root_key(path: str) -> str | None:
     if len(roots) == 1:
         root = roots.pop()
         return None if root.startswith("layer") else root
-    raise BackendError(f"checkpoint {path}: cannot tell which object holds the model (top-level keys {sorted(roots)})")
+    raise WeightsError(Problem(f"cannot tell which object holds the model (top-level keys {sorted(roots)})", file=path))
 
 
 def modelgarden_from_checkpoint(plan: Plan, path: str) -> Any:
     """Restore a ``tf.train.Checkpoint``-written Model Garden model of ``plan``'s architecture."""
     try:
         root = _root_key(path)
-    except (tf.errors.NotFoundError, ValueError) as exc:
-        raise BackendError(f"cannot read checkpoint {path}: {exc}") from exc
+    except (tf.errors.OpError, ValueError) as exc:  # missing, a directory, not a checkpoint
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise WeightsError(Problem(f"cannot read the checkpoint: {first}", file=path)) from exc
     errors = []
     for fixed in (True, False):  # a model built at an unknown width lacks the merge-only block
         mg = modelgarden_reference(plan, fixed_size=fixed)
@@ -174,5 +176,5 @@ def modelgarden_from_checkpoint(plan: Plan, path: str) -> Any:
             return mg
         except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as exc:
             errors.append(str(exc).splitlines()[0])
-    raise BackendError(f"checkpoint {path} does not hold a Model Garden {plan.spec_name}-{plan.variant}: "
-                       + "; ".join(errors))
+    raise WeightsError(Problem(f"does not hold a Model Garden {plan.spec_name}-{plan.variant}: " + "; ".join(errors),
+                               file=path))

@@ -14,16 +14,16 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from specgraph import BackendError
+from specgraph import ArgumentError, Problem, WeightsError
+from specgraph._weights import Target, convert_weights, read_npz
 
 from ._layers import ConvNorm, Fuse
 from ._units import BlockUnit, SqueezeExcite
 
-__all__ = ["WeightMismatchError", "export_npz", "load_weights", "weights_dict"]
+__all__ = ["WeightMismatchError", "WeightsError", "export_npz", "load_weights", "weights_dict"]
 
-
-class WeightMismatchError(BackendError):
-    """Weights do not fit the model: every missing, extra and wrongly shaped weight is listed."""
+# The name this package had before specgraph.WeightsError: the same class, so either can be caught.
+WeightMismatchError = WeightsError
 
 
 def _layer_variables(layer: Any) -> dict[str, tf.Variable]:
@@ -47,18 +47,13 @@ def export_npz(model: Any, path: str | os.PathLike[str]) -> None:
     np.savez(path, **{k: v.numpy() for k, v in weights_dict(model).items()})
 
 
-def _assign(model: Any, arrays: Mapping[str, Any], source: str) -> None:
-    """Check everything first, then assign: a mismatch leaves the model untouched."""
+def _assign(model: Any, arrays: Mapping[str, Any], file: str | None = None) -> None:
+    """Check and convert everything first, then assign: a problem leaves the model untouched."""
     targets = weights_dict(model)
-    problems = [f"missing: {k} {tuple(v.shape)}" for k, v in targets.items() if k not in arrays]
-    problems += [f"extra: {k} {tuple(np.shape(a))}" for k, a in arrays.items() if k not in targets]
-    problems += [f"shape: {k} model {tuple(v.shape)} vs {source} {tuple(np.shape(arrays[k]))}"
-                 for k, v in targets.items() if k in arrays and tuple(v.shape) != tuple(np.shape(arrays[k]))]
-    if problems:
-        raise WeightMismatchError([f"{len(problems)} weight mismatch(es) loading {source} into "
-                                   f"{model.plan.spec_name} {model.plan.variant}:", *problems])
+    checked = convert_weights(arrays, {k: Target(tuple(v.shape), v.dtype.as_numpy_dtype) for k, v in targets.items()},
+                              file=file)
     for k, v in targets.items():
-        v.assign(np.asarray(arrays[k], dtype=v.dtype.as_numpy_dtype))
+        v.assign(checked[k])
 
 
 def load_weights(model: Any, source: Any) -> None:
@@ -68,25 +63,30 @@ def load_weights(model: Any, source: Any) -> None:
     - a checkpoint path written by ``tf.train.Checkpoint`` holding such a model;
     - a ``.npz`` file or a mapping of ``name -> array`` (names as :func:`weights_dict`).
 
-    Any mismatch raises :class:`WeightMismatchError` listing all of them; nothing is loaded then.
+    Names, shapes, dtypes (floating or integer) and values (finite) are all checked before
+    anything is assigned; every problem is listed in one :class:`specgraph.WeightsError`
+    (also :class:`WeightMismatchError`) and the model is left as it was.
     """
+    if not (hasattr(model, "slots") and hasattr(model, "plan")):
+        raise ArgumentError(Problem(f"expected a specgraph Keras model (specgraph_tensorflow.compile); got "
+                                    f"{type(model).__name__}", "model"))
     if isinstance(source, Mapping):
-        _assign(model, source, "mapping")
+        _assign(model, source)
         return
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
         if path.endswith(".npz"):
-            with np.load(path) as data:
-                _assign(model, {k: data[k] for k in data.files}, path)
+            _assign(model, read_npz(path), path)
             return
         from ._mg_weights import modelgarden_from_checkpoint
 
         source = modelgarden_from_checkpoint(model.plan, path)
+    elif not hasattr(source, "layers"):
+        raise ArgumentError(Problem("expected a Model Garden model, a checkpoint path, an .npz path or a mapping of "
+                                    f"name -> array; got {type(source).__name__}", "source"))
     from ._mg_weights import modelgarden_arrays
 
     arrays, problems = modelgarden_arrays(model, source)
     if problems:
-        raise WeightMismatchError([f"{len(problems)} mismatch(es) mapping the Model Garden model "
-                                   f"{getattr(source, 'name', '?')} onto {model.plan.spec_name} "
-                                   f"{model.plan.variant}:", *problems])
-    _assign(model, arrays, f"Model Garden model {getattr(source, 'name', '?')}")
+        raise WeightsError(problems)
+    _assign(model, arrays)

@@ -9,15 +9,19 @@ depthwise ``[kh, kw, C, 1]``), so one ``.npz`` moves weights either way.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
+from specgraph import ArgumentError, Problem, WeightsError
+from specgraph._weights import Target, convert_weights, read_npz
+
 from ._model import SpecgraphNet
-from ._weights import WeightsError
+from ._weights import copy_into, from_tf_layout, numpy_dtype, require_model, tf_shape, to_tf_layout
 
 __all__ = ["load_structural", "structural_name", "to_structural"]
 
@@ -35,71 +39,57 @@ def structural_name(key: str) -> str | None:
         return None
     m = _KEY.match(key)
     if m is None:
-        raise WeightsError(f"no shared name for state-dict key {key!r}")
+        raise WeightsError(Problem("no shared name for this state-dict key", key))
     node = m["node"]
     if m["fuse"]:
         return f"{node}/fuse/weights"
     role = _ROLES.get(m["rest"] or "")
     if role is None:
-        raise WeightsError(f"no shared name for state-dict key {key!r}")
+        raise WeightsError(Problem("no shared name for this state-dict key", key))
     if m["unit"] is not None:
         return f"{node}/unit{m['unit']}/{m['part']}/{role}"
     place = f"in{m['edge']}/op{m['op']}" if m["edge"] is not None else f"op{m['op']}"
     return f"{node}/{place}/{role}"
 
 
-def _depthwise_keys(model: nn.Module) -> set[str]:
-    return {f"{name}.weight" for name, m in model.named_modules()
-            if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels}
-
-
-def _to_tf(array: np.ndarray, depthwise: bool) -> np.ndarray:
-    if array.ndim != 4:
-        return array
-    return array.transpose(2, 3, 0, 1) if depthwise else array.transpose(2, 3, 1, 0)
-
-
-def _from_tf(array: np.ndarray, depthwise: bool) -> np.ndarray:
-    if array.ndim != 4:
-        return array
-    return array.transpose(2, 3, 0, 1) if depthwise else array.transpose(3, 2, 0, 1)
+def _layouts(model: nn.Module) -> dict[str, str]:
+    """State-dict key -> "conv", "depthwise" or "vector": how its TensorFlow counterpart is laid out."""
+    depthwise = {f"{name}.weight" for name, m in model.named_modules()
+                 if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels}
+    return {key: "depthwise" if key in depthwise else "conv" if t.ndim == 4 else "vector"
+            for key, t in model.state_dict().items()}
 
 
 def to_structural(model: SpecgraphNet) -> dict[str, np.ndarray]:
     """Every weight and BN statistic as ``{shared name: array}`` (TensorFlow layouts)."""
-    depthwise = _depthwise_keys(model)
+    layouts = _layouts(model)
     out = {}
     for key, tensor in model.state_dict().items():
         name = structural_name(key)
         if name is not None:
-            out[name] = _to_tf(tensor.detach().cpu().numpy(), key in depthwise)
+            out[name] = to_tf_layout(tensor.detach().cpu().numpy(), layouts[key])
     return out
 
 
-def load_structural(model: SpecgraphNet, arrays: Mapping[str, np.ndarray] | str) -> None:
+def load_structural(model: SpecgraphNet, arrays: Mapping[str, Any] | str | os.PathLike[str]) -> None:
     """Load ``{shared name: array}`` (or an ``.npz`` path) into ``model``; all or nothing.
 
-    Every missing, extra or mis-shaped weight is listed in one ``WeightsError``.
+    Names, shapes, dtypes (floating or integer) and values (finite) are all checked before
+    anything is copied; every problem is listed in one :class:`specgraph.WeightsError` and
+    the model is left as it was.
     """
-    if isinstance(arrays, str):
-        with np.load(arrays) as data:
-            arrays = {k: data[k] for k in data.files}
-    depthwise = _depthwise_keys(model)
+    require_model(model)
+    file = None
+    if isinstance(arrays, str | os.PathLike):
+        file = os.fspath(arrays)
+        arrays = read_npz(file)
+    elif not isinstance(arrays, Mapping):
+        raise ArgumentError(Problem(f"expected a mapping of shared name -> array or an .npz path; got "
+                                    f"{type(arrays).__name__}", "arrays"))
+    layouts = _layouts(model)
     state = model.state_dict()
-    targets = {name: key for key in state if (name := structural_name(key)) is not None}
-    problems = [f"missing: {n} {tuple(state[k].shape)}" for n, k in targets.items() if n not in arrays]
-    problems += [f"extra: {n} {tuple(np.shape(a))}" for n, a in arrays.items() if n not in targets]
-    converted = {}
-    for name, key in targets.items():
-        if name in arrays:
-            value = _from_tf(np.asarray(arrays[name]), key in depthwise)
-            if tuple(value.shape) != tuple(state[key].shape):
-                problems.append(f"shape: {name} model {tuple(state[key].shape)} (torch layout) vs "
-                                f"{tuple(np.shape(arrays[name]))}")
-            converted[key] = value
-    if problems:
-        raise WeightsError([f"{len(problems)} weight mismatch(es) loading shared-layout weights into "
-                            f"{model.plan.spec_name} {model.plan.variant}:", *problems])
-    with torch.no_grad():
-        for key, value in converted.items():
-            state[key].copy_(torch.as_tensor(value, dtype=state[key].dtype))
+    keys = {name: key for key in state if (name := structural_name(key)) is not None}
+    targets = {name: Target(tf_shape(state[key].shape, layouts[key]), numpy_dtype(state[key].dtype), key)
+               for name, key in keys.items()}
+    checked = convert_weights(arrays, targets, file=file)
+    copy_into(model, {keys[name]: from_tf_layout(a, layouts[keys[name]]) for name, a in checked.items()})

@@ -11,25 +11,23 @@ creates pruned blocks (SpineNet's sp16) before them without using them.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from specgraph import BackendError, Conv, Plan, Problem
+from specgraph import ArgumentError, Conv, Plan, Problem, WeightsError
+from specgraph._weights import Target, convert_weights, read_npz
 
 from ._model import SpecgraphNet
 
+# WeightsError is specgraph.WeightsError, re-exported under the name this package always had.
 __all__ = ["WeightsError", "load_modelgarden_weights", "modelgarden_kwargs", "modelgarden_names"]
-
-
-class WeightsError(BackendError):
-    """The source does not fit the model: every missing, extra or mis-shaped variable is listed."""
 
 
 _BN_VARS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
@@ -182,7 +180,7 @@ def modelgarden_kwargs(plan: Plan) -> tuple[str, dict[str, Any]]:
         s = spinenet_mobile.SCALING_MAP[plan.variant]
         return "SpineNetMobile", {**common, "endpoints_num_filters": s["endpoints_num_filters"],
                                   "block_repeats": s["block_repeats"], "filter_size_scale": s["filter_size_scale"]}
-    raise WeightsError(f"no Model Garden model for {plan.spec_name} variant {plan.variant}")
+    raise WeightsError(Problem("no Model Garden model has this spec and variant", f"{plan.spec_name} {plan.variant}"))
 
 
 def _from_checkpoint(path: str, plan: Plan) -> dict[str, np.ndarray]:
@@ -195,28 +193,62 @@ def _from_checkpoint(path: str, plan: Plan) -> dict[str, np.ndarray]:
     cls = spinenet.SpineNet if cls_name == "SpineNet" else spinenet_mobile.SpineNetMobile
     shape = [None, *plan.input_size, plan.input_channels]
     model = cls(input_specs=tf_keras.layers.InputSpec(shape=shape), **kwargs)
-    status = tf.train.Checkpoint(model=model).read(path)
+    try:
+        status = tf.train.Checkpoint(model=model).read(path)
+    except (tf.errors.OpError, ValueError) as exc:  # missing, a directory, not a checkpoint
+        raise WeightsError(Problem(f"cannot read the checkpoint: {_first_line(exc)}", file=path)) from exc
     try:
         status.assert_consumed()
     except (AssertionError, ValueError) as exc:
-        raise WeightsError(f"checkpoint {path} does not fit {cls_name} {plan.variant}: {exc}") from exc
+        raise WeightsError(Problem(f"the checkpoint does not fit {cls_name} {plan.variant}: {_first_line(exc)}",
+                                   file=path)) from exc
     return _from_keras(model)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _from_keras(model: Any) -> dict[str, np.ndarray]:
     return {w.name.removesuffix(":0"): np.asarray(w.numpy()) for w in model.weights}
 
 
-def _read(source: Any, plan: Plan) -> dict[str, np.ndarray]:
-    if hasattr(source, "weights") and not isinstance(source, (str, Path)):
-        return _from_keras(source)
+def _as_numpy(value: Any) -> Any:
+    """Torch tensors as numpy arrays (the checks take anything numpy reads; they report the rest)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    return value
+
+
+def _read(source: Any, plan: Plan) -> tuple[dict[str, Any], str | None]:
+    """``({Keras variable name without ':0': array}, the file it came from)``; nothing is checked yet."""
     if isinstance(source, Mapping):
-        return {str(k).removesuffix(":0"): np.asarray(v) for k, v in source.items()}
-    path = str(source)
-    if path.endswith(".npz"):
-        with np.load(path) as data:
-            return {k.removesuffix(":0"): data[k] for k in data.files}
-    return _from_checkpoint(path, plan)
+        values: dict[str, Any] = {}
+        twice = []
+        for key, value in source.items():
+            name = str(key).removesuffix(":0")
+            if name in values:
+                twice.append(name)
+            values[name] = _as_numpy(value)
+        if twice:
+            raise WeightsError([Problem("given twice (with and without ':0')", name) for name in twice])
+        return values, None
+    if isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        if path.endswith(".npz"):
+            return {k.removesuffix(":0"): v for k, v in read_npz(path).items()}, path
+        return _from_checkpoint(path, plan), path
+    if hasattr(source, "weights"):
+        return _from_keras(source), None
+    raise ArgumentError(Problem("expected a Model Garden Keras model, a checkpoint path, an .npz path or a mapping "
+                                f"of variable name -> array; got {type(source).__name__}", "source"))
+
+
+def require_model(model: Any) -> None:
+    if not isinstance(model, SpecgraphNet):
+        raise ArgumentError(Problem(f"expected a SpecgraphNet (specgraph_torch.compile); got {type(model).__name__}",
+                                    "model"))
 
 
 def _resolve(entries: list[_Entry], names: set[str]) -> dict[str, _Entry]:
@@ -235,46 +267,72 @@ def _resolve(entries: list[_Entry], names: set[str]) -> dict[str, _Entry]:
     return out
 
 
-_LAYOUT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "conv": lambda a: a.transpose(3, 2, 0, 1),  # HWIO -> OIHW
-    "depthwise": lambda a: a.transpose(2, 3, 0, 1),  # [kh, kw, C, 1] -> [C, 1, kh, kw]
-    "vector": lambda a: a,
-}
+# TensorFlow layout -> torch layout, as a transpose: Conv2D HWIO -> OIHW, DepthwiseConv2D [kh, kw, C, 1] ->
+# [C, 1, kh, kw]. Shared with the structural loader in _interop.
+_TO_TORCH: dict[str, tuple[int, ...]] = {"conv": (3, 2, 0, 1), "depthwise": (2, 3, 0, 1)}
+
+
+def from_tf_layout(array: np.ndarray, layout: str) -> np.ndarray:
+    """A TensorFlow-layout array in torch layout (``layout``: "conv", "depthwise" or "vector")."""
+    return array.transpose(_TO_TORCH[layout]) if layout in _TO_TORCH else array
+
+
+def to_tf_layout(array: np.ndarray, layout: str) -> np.ndarray:
+    """The inverse of :func:`from_tf_layout`."""
+    return array.transpose(np.argsort(_TO_TORCH[layout])) if layout in _TO_TORCH else array
+
+
+def tf_shape(shape: torch.Size, layout: str) -> tuple[int, ...]:
+    """The TensorFlow-layout shape of a torch tensor's shape."""
+    if layout not in _TO_TORCH:
+        return tuple(shape)
+    return tuple(shape[i] for i in np.argsort(_TO_TORCH[layout]))
+
+
+def numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """The numpy dtype arrays are converted to for a tensor of ``dtype`` (float32 where numpy has none: bfloat16)."""
+    try:
+        return torch.empty(0, dtype=dtype).numpy().dtype
+    except TypeError:
+        return np.dtype(np.float32)
+
+
+def copy_into(model: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
+    """Copy checked arrays (torch layout, by state-dict key) into ``model``.
+
+    Every tensor is made on the target's device and dtype before the first copy, so a copy cannot fail
+    half-way and leave the model partly loaded.
+    """
+    state = model.state_dict()
+    tensors = {key: torch.from_numpy(np.ascontiguousarray(a)).to(device=state[key].device, dtype=state[key].dtype)
+               for key, a in arrays.items()}
+    with torch.no_grad():
+        for key, tensor in tensors.items():
+            state[key].copy_(tensor)
 
 
 def load_modelgarden_weights(model: SpecgraphNet, source: Any) -> SpecgraphNet:
     """Copy Model Garden weights into ``model``; all or nothing.
 
     ``source``: a built Model Garden Keras model, a ``tf.train.Checkpoint(model=...)``
-    path, an ``.npz`` path or a mapping of Keras variable name -> array. Everything is
-    checked before anything is copied; problems raise one :class:`WeightsError`.
+    path, an ``.npz`` path or a mapping of Keras variable name -> array. Names, shapes,
+    dtypes (floating or integer) and values (finite) are all checked before anything is
+    copied; every problem is listed in one :class:`specgraph.WeightsError` and the model
+    is left as it was.
     """
-    values = _read(source, model.plan)
+    require_model(model)
+    values, file = _read(source, model.plan)
     mapping = _resolve(modelgarden_names(model.plan), set(values))
     state = model.state_dict()
-    problems: list[Problem] = []
-    for name in sorted(set(mapping) - set(values)):
-        problems.append(Problem(f"missing in the source (for {mapping[name].torch_key})", name))
-    for name in sorted(set(values) - set(mapping)):
-        problems.append(Problem(f"unexpected variable {list(values[name].shape)} in the source", name))
-    copies: dict[str, np.ndarray] = {}
-    for name in sorted(set(mapping) & set(values)):
-        entry = mapping[name]
-        array = _LAYOUT[entry.layout](values[name])
-        target = state.get(entry.torch_key)
-        if target is None:
-            problems.append(Problem(f"no torch tensor {entry.torch_key}", name))
-        elif tuple(array.shape) != tuple(target.shape):
-            problems.append(Problem(f"shape {list(values[name].shape)} does not fit {entry.torch_key} "
-                                    f"{list(target.shape)}", name))
-        else:
-            copies[entry.torch_key] = array
+    problems = [Problem(f"no torch tensor {e.torch_key} to load it into", name)
+                for name, e in mapping.items() if e.torch_key not in state]
+    targets = {name: Target(tf_shape(state[e.torch_key].shape, e.layout), numpy_dtype(state[e.torch_key].dtype),
+                            e.torch_key) for name, e in mapping.items() if e.torch_key in state}
     covered = {e.torch_key for e in mapping.values()}
-    for key in sorted(k for k in state if not k.endswith("num_batches_tracked") and k not in covered):
-        problems.append(Problem("no Model Garden variable maps to it", key))
-    if problems:
-        raise WeightsError(problems)
-    with torch.no_grad():
-        for key, array in copies.items():
-            state[key].copy_(torch.from_numpy(np.ascontiguousarray(array)).to(state[key].dtype))
+    problems += [Problem("no Model Garden variable maps to it", key) for key in state
+                 if not key.endswith("num_batches_tracked") and key not in covered]
+    orphans = set(mapping) - set(targets)  # already reported above; not "unexpected" as well
+    arrays = convert_weights({k: v for k, v in values.items() if k not in orphans}, targets, file=file,
+                             problems=problems)
+    copy_into(model, {mapping[name].torch_key: from_tf_layout(a, mapping[name].layout) for name, a in arrays.items()})
     return model

@@ -1,0 +1,209 @@
+"""Every failed ``load_weights`` raises one specgraph.WeightsError with located problems and leaves every
+variable (BN moving statistics included) bit-identical.
+
+The bad entry is the source's *last* one, so a loader that assigned before checking would
+have overwritten everything before it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import specgraph_tensorflow as sgt
+import tensorflow as tf
+
+import specgraph
+
+H, W = 256, 384
+
+# name -> how the array is replaced (None: the name is dropped).
+CORRUPTIONS: dict[str, Any] = {
+    "object": lambda a: a.astype(object),
+    "str": lambda a: a.astype(str),
+    "bool": lambda a: a.astype(bool),
+    "complex": lambda a: a.astype(np.complex64),
+    "nan": lambda a: np.where(np.arange(a.size).reshape(a.shape) == a.size - 1, np.nan, a),
+    "inf": lambda a: np.full(a.shape, np.inf, a.dtype),
+    "-inf": lambda a: np.where(np.arange(a.size).reshape(a.shape) == 0, -np.inf, a),
+    "none": lambda a: None,
+    "ragged": lambda a: [[1.0], [1.0, 2.0]],
+    "shape": lambda a: np.zeros((*a.shape[:-1], a.shape[-1] + 1), a.dtype),
+    "missing": None,
+}
+# A mapping may hold anything; an .npz only arrays (np.savez cannot store a ragged list).
+ROUTES = [(route, kind) for route in ("mapping", "npz") for kind in CORRUPTIONS
+          if not (route == "npz" and kind == "ragged")]
+UNREADABLE = ["missing", "directory", "not-a-zip", "truncated"]
+
+
+def corrupt(arrays: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    arrays = dict(arrays)
+    if CORRUPTIONS[kind] is None:
+        del arrays[name]
+    else:
+        arrays[name] = CORRUPTIONS[kind](np.asarray(arrays[name]))
+    return arrays
+
+
+def snapshot(model: Any) -> list[np.ndarray]:
+    """Every variable, trainable or not (BN moving statistics too)."""
+    return [v.numpy().copy() for v in model.weights]
+
+
+def assert_unchanged(model: Any, before: list[np.ndarray]) -> None:
+    after = snapshot(model)
+    assert len(after) == len(before)
+    changed = [v.name for v, a, b in zip(model.weights, after, before, strict=True)
+               if a.dtype != b.dtype or a.tobytes() != b.tobytes()]
+    assert not changed, changed[:5]
+
+
+def assert_refused(err: BaseException, path: str | None = None, file: str | None = None) -> None:
+    """One WeightsError; every problem a Problem with a message and a place; ``path`` / ``file`` among them."""
+    assert isinstance(err, specgraph.WeightsError), type(err)
+    assert isinstance(err, sgt.WeightMismatchError)  # the old name still catches it
+    assert err.problems
+    for p in err.problems:
+        assert isinstance(p, specgraph.Problem)
+        assert p.message and (p.path or p.file), p
+    if path is not None:
+        assert path in {p.path for p in err.problems}, str(err)
+    if file is not None:
+        assert all(p.file == file for p in err.problems), str(err)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A Mobile-49XS and another one's weights (a different random init) to load into it."""
+    build = lambda: specgraph.compile("spinenet_mobile", backend="tensorflow", variant="49XS",  # noqa: E731
+                                      input_size=(128, 128))
+    model = build()
+    return model, {k: v.numpy() for k, v in sgt.weights_dict(build()).items()}
+
+
+@pytest.mark.parametrize(("route", "kind"), ROUTES)
+def test_bad_entry_loads_nothing(small, tmp_path, route, kind):
+    model, source = small
+    name = list(source)[-1]
+    arrays = corrupt(source, kind, name)
+    if route == "npz":
+        np.savez(tmp_path / "w.npz", **arrays)
+        arrays = str(tmp_path / "w.npz")
+    before = snapshot(model)
+    with pytest.raises(specgraph.WeightsError) as info:
+        sgt.load_weights(model, arrays)
+    assert_refused(info.value, path=name, file=arrays if route == "npz" else None)
+    assert_unchanged(model, before)
+
+
+def test_early_and_late_problems_are_listed_together(small):
+    model, source = small
+    names = list(source)
+    arrays = corrupt(corrupt(corrupt(source, "nan", names[0]), "str", names[-1]), "missing", names[len(names) // 2])
+    before = snapshot(model)
+    with pytest.raises(specgraph.WeightsError) as info:
+        sgt.load_weights(model, arrays)
+    assert_refused(info.value)
+    assert {p.path for p in info.value.problems} == {names[0], names[-1], names[len(names) // 2]}
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("kind", UNREADABLE)
+def test_unreadable_npz(small, tmp_path, kind):
+    model, _ = small
+    path = tmp_path / f"{kind}.npz"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "not-a-zip":
+        path.write_text("these are not weights")
+    elif kind == "truncated":
+        np.savez(path, **{f"w{i}": np.ones((8, 8), np.float32) for i in range(4)})
+        path.write_bytes(path.read_bytes()[:-200])
+    before = snapshot(model)
+    with pytest.raises(specgraph.WeightsError) as info:
+        sgt.load_weights(model, str(path))
+    assert_refused(info.value, file=str(path))
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("bad", [None, 3])
+def test_bad_argument_is_named(small, bad):
+    with pytest.raises(specgraph.ArgumentError, match="source"):
+        sgt.load_weights(small[0], bad)
+    with pytest.raises(specgraph.ArgumentError, match="model"):
+        sgt.load_weights(bad, small[1])
+
+
+def test_float64_and_integer_sources_are_converted(small):
+    """The control: a good source does load (so the tests above refuse for the right reason)."""
+    _, source = small
+    model = specgraph.compile("spinenet_mobile", backend="tensorflow", variant="49XS", input_size=(128, 128))
+    arrays = {k: v.astype(np.float64) for k, v in source.items()}
+    name = next(k for k in arrays if k.endswith("moving_mean"))
+    arrays[name] = np.arange(arrays[name].size, dtype=np.int32).reshape(arrays[name].shape)
+    sgt.load_weights(model, arrays)
+    loaded = sgt.weights_dict(model)
+    assert all(v.dtype == tf.float32 for v in loaded.values())
+    np.testing.assert_array_equal(loaded[name].numpy(), arrays[name].astype(np.float32))
+    other = next(k for k in arrays if k.endswith("kernel"))
+    np.testing.assert_array_equal(loaded[other].numpy(), source[other])
+
+
+# --- the Model Garden routes: a model object and a checkpoint ---
+
+
+@pytest.fixture(scope="module")
+def mg_target():
+    return specgraph.compile("spinenet_mobile", backend="tensorflow", variant="49XS", input_size=(H, W))
+
+
+@pytest.fixture
+def poisoned(mg_mobile_49xs):
+    """The session's Model Garden model with non-finite values in its last variable, restored afterwards."""
+    variable = mg_mobile_49xs.weights[-1]
+    kept = variable.numpy()
+    values = kept.copy()
+    values.flat[-1], values.flat[0] = np.nan, np.inf
+    variable.assign(values)
+    yield mg_mobile_49xs
+    variable.assign(kept)
+
+
+@pytest.mark.slow
+@pytest.mark.modelgarden
+def test_non_finite_modelgarden_model_loads_nothing(mg_target, poisoned):
+    before = snapshot(mg_target)
+    with pytest.raises(specgraph.WeightsError) as info:
+        sgt.load_weights(mg_target, poisoned)
+    assert_refused(info.value)
+    assert len(info.value.problems) == 1 and "1 NaN, 1 +inf" in info.value.problems[0].message
+    assert_unchanged(mg_target, before)
+
+
+@pytest.mark.slow
+@pytest.mark.modelgarden
+def test_non_finite_checkpoint_loads_nothing(mg_target, poisoned, tmp_path):
+    path = tf.train.Checkpoint(backbone=poisoned).write(str(tmp_path / "ckpt"))
+    before = snapshot(mg_target)
+    with pytest.raises(specgraph.WeightsError) as info:
+        sgt.load_weights(mg_target, path)
+    assert_refused(info.value)
+    assert len(info.value.problems) == 1 and "non-finite" in info.value.problems[0].message
+    assert_unchanged(mg_target, before)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "not-a-checkpoint"])
+def test_unreadable_checkpoint(mg_target, tmp_path, kind):
+    path: Path = tmp_path / "ckpt"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "not-a-checkpoint":
+        path.write_text("not a checkpoint")
+    before = snapshot(mg_target)
+    with pytest.raises(specgraph.WeightsError) as info:
+        sgt.load_weights(mg_target, str(path))
+    assert_refused(info.value, file=str(path))
+    assert_unchanged(mg_target, before)

@@ -1,0 +1,255 @@
+"""Every failed load raises one specgraph.WeightsError with located problems and leaves the model bit-identical.
+
+The bad entry is the source's *last* one, so a loader that copied before checking would
+have overwritten everything before it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import specgraph_torch
+import torch
+
+import specgraph
+
+SMALL = Path(__file__).parents[1] / "data" / "small.toml"
+
+
+# name -> how the array is replaced (None: the name is dropped).
+CORRUPTIONS: dict[str, Any] = {
+    "object": lambda a: a.astype(object),
+    "str": lambda a: a.astype(str),
+    "bool": lambda a: a.astype(bool),
+    "complex": lambda a: a.astype(np.complex64),
+    "nan": lambda a: np.where(np.arange(a.size).reshape(a.shape) == a.size - 1, np.nan, a),
+    "inf": lambda a: np.full(a.shape, np.inf, a.dtype),
+    "-inf": lambda a: np.where(np.arange(a.size).reshape(a.shape) == 0, -np.inf, a),
+    "none": lambda a: None,
+    "ragged": lambda a: [[1.0], [1.0, 2.0]],
+    "shape": lambda a: np.zeros((*a.shape[:-1], a.shape[-1] + 1), a.dtype),
+    "missing": None,
+}
+
+
+def corrupt(arrays: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    arrays = dict(arrays)
+    if CORRUPTIONS[kind] is None:
+        del arrays[name]
+    else:
+        arrays[name] = CORRUPTIONS[kind](np.asarray(arrays[name]))
+    return arrays
+
+
+def unreadable(tmp_path: Path, kind: str) -> str:
+    """An .npz path that cannot be read: missing, a directory, not a zip, a truncated zip."""
+    path = tmp_path / f"{kind}.npz"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "not-a-zip":
+        path.write_text("these are not weights")
+    elif kind == "truncated":
+        np.savez(path, **{f"w{i}": np.ones((8, 8), np.float32) for i in range(4)})
+        path.write_bytes(path.read_bytes()[:-200])
+    return str(path)
+
+
+UNREADABLE = ["missing", "directory", "not-a-zip", "truncated"]
+# A mapping may hold anything; an .npz only arrays (np.savez cannot store a ragged list).
+ROUTES = [(route, kind) for route in ("mapping", "npz") for kind in CORRUPTIONS
+          if not (route == "npz" and kind == "ragged")]
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    changed = [k for k in before if after[k].dtype != before[k].dtype or not torch.equal(after[k], before[k])]
+    assert not changed, changed[:5]
+
+
+def assert_refused(err: BaseException, path: str | None = None, file: str | None = None) -> None:
+    """One WeightsError; every problem a Problem with a message and a place; ``path`` / ``file`` among them."""
+    assert isinstance(err, specgraph.WeightsError), type(err)
+    assert err.problems
+    for p in err.problems:
+        assert isinstance(p, specgraph.Problem)
+        assert p.message and (p.path or p.file), p
+    if path is not None:
+        # The Model Garden loader names variables without Keras's ':0', except an .npz member it cannot read.
+        assert {path, path.removesuffix(":0")} & {p.path for p in err.problems}, str(err)
+    if file is not None:
+        assert all(p.file == file for p in err.problems), str(err)
+
+
+# --- load_structural: a specgraph model and .npz files only (fast) ---
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A small specgraph model and another one's weights (a different random init) to load into it."""
+    plan = specgraph.plan(specgraph.load(str(SMALL)), input_size=(64, 64))
+    model = specgraph.compile(plan, backend="torch")
+    torch.manual_seed(1)
+    source = specgraph_torch.to_structural(specgraph.compile(plan, backend="torch"))
+    return model, source
+
+
+@pytest.mark.parametrize(("route", "kind"), ROUTES)
+def test_structural_bad_entry_loads_nothing(small, tmp_path, route, kind):
+    model, source = small
+    name = list(source)[-1]
+    arrays = corrupt(source, kind, name)
+    if route == "npz":
+        np.savez(tmp_path / "w.npz", **arrays)
+        arrays = str(tmp_path / "w.npz")
+    before = snapshot(model)
+    with pytest.raises(specgraph.WeightsError) as info:
+        specgraph_torch.load_structural(model, arrays)
+    assert_refused(info.value, path=name, file=arrays if route == "npz" else None)
+    assert_unchanged(model, before)
+
+
+def test_structural_lists_early_and_late_problems_together(small):
+    model, source = small
+    names = list(source)
+    arrays = corrupt(corrupt(corrupt(source, "nan", names[0]), "bool", names[-1]), "missing", names[len(names) // 2])
+    arrays["nonesuch/op0/kernel"] = np.zeros(3, np.float32)
+    before = snapshot(model)
+    with pytest.raises(specgraph.WeightsError) as info:
+        specgraph_torch.load_structural(model, arrays)
+    assert_refused(info.value)
+    assert {p.path for p in info.value.problems} == {names[0], names[-1], names[len(names) // 2],
+                                                     "nonesuch/op0/kernel"}
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("kind", UNREADABLE)
+def test_structural_unreadable_file(small, tmp_path, kind):
+    model, _ = small
+    path = unreadable(tmp_path, kind)
+    before = snapshot(model)
+    with pytest.raises(specgraph.WeightsError) as info:
+        specgraph_torch.load_structural(model, path)
+    assert_refused(info.value, file=path)
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("bad", [None, 3])
+def test_structural_bad_argument_is_named(small, bad):
+    with pytest.raises(specgraph.ArgumentError, match="arrays"):
+        specgraph_torch.load_structural(small[0], bad)
+    with pytest.raises(specgraph.ArgumentError, match="model"):
+        specgraph_torch.load_structural(bad, small[1])
+
+
+def test_structural_converts_float64_and_integer_sources(small):
+    """The control: a good source does load (so the tests above refuse for the right reason)."""
+    model, source = small
+    plan = model.plan
+    fresh = specgraph.compile(plan, backend="torch")
+    arrays = {k: v.astype(np.float64) for k, v in source.items()}
+    name = next(k for k in arrays if k.endswith("moving_mean"))
+    arrays[name] = np.arange(arrays[name].size, dtype=np.int32).reshape(arrays[name].shape)
+    specgraph_torch.load_structural(fresh, arrays)
+    loaded = specgraph_torch.to_structural(fresh)
+    assert all(loaded[k].dtype == np.float32 for k in loaded)
+    np.testing.assert_array_equal(loaded[name], arrays[name].astype(np.float32))
+    other = next(k for k in arrays if k.endswith("kernel"))
+    np.testing.assert_array_equal(loaded[other], source[other])
+
+
+# --- load_modelgarden_weights ---
+
+
+@pytest.fixture(scope="module")
+def mg_target():
+    """A torch SpineNet-49S at 256x384 (the plan of the session's Model Garden reference)."""
+    plan = specgraph.plan(specgraph.load("spinenet"), variant="49S", input_size=(256, 384))
+    return specgraph_torch.compile(plan)
+
+
+@pytest.mark.parametrize("kind", UNREADABLE)
+def test_modelgarden_unreadable_npz(mg_target, tmp_path, kind):
+    path = unreadable(tmp_path, kind)
+    before = snapshot(mg_target)
+    with pytest.raises(specgraph.WeightsError) as info:
+        specgraph_torch.load_modelgarden_weights(mg_target, path)
+    assert_refused(info.value, file=path)
+    assert_unchanged(mg_target, before)
+
+
+@pytest.mark.parametrize("bad", [None, 3])
+def test_modelgarden_bad_source_is_named(mg_target, bad):
+    with pytest.raises(specgraph.ArgumentError, match="source"):
+        specgraph_torch.load_modelgarden_weights(mg_target, bad)
+
+
+def test_modelgarden_name_given_twice(mg_target):
+    before = snapshot(mg_target)
+    with pytest.raises(specgraph.WeightsError) as info:
+        specgraph_torch.load_modelgarden_weights(mg_target, {"conv2d/kernel:0": np.zeros(1), "conv2d/kernel": 0})
+    assert_refused(info.value, path="conv2d/kernel")
+    assert_unchanged(mg_target, before)
+
+
+@pytest.fixture(scope="module")
+def mg_arrays(modelgarden):
+    mg, _ = modelgarden("spinenet", "49S", (256, 384))
+    return {w.name: w.numpy() for w in mg.weights}
+
+
+@pytest.mark.slow
+@pytest.mark.modelgarden
+@pytest.mark.parametrize(("route", "kind"), ROUTES)
+def test_modelgarden_bad_entry_loads_nothing(mg_target, mg_arrays, tmp_path, route, kind):
+    name = list(mg_arrays)[-1]
+    arrays = corrupt(mg_arrays, kind, name)
+    if route == "npz":
+        np.savez(tmp_path / "w.npz", **arrays)
+        arrays = str(tmp_path / "w.npz")
+    before = snapshot(mg_target)
+    with pytest.raises(specgraph.WeightsError) as info:
+        specgraph_torch.load_modelgarden_weights(mg_target, arrays)
+    assert_refused(info.value, path=name, file=arrays if route == "npz" else None)
+    assert_unchanged(mg_target, before)
+
+
+@pytest.mark.slow
+@pytest.mark.modelgarden
+def test_modelgarden_nan_in_a_keras_model_loads_nothing(mg_target, modelgarden):
+    mg, _ = modelgarden("spinenet", "49S", (256, 384))
+    variable = mg.weights[-1]
+    kept = variable.numpy()
+    before = snapshot(mg_target)
+    try:
+        variable.assign(np.full(kept.shape, np.nan, kept.dtype))
+        with pytest.raises(specgraph.WeightsError) as info:
+            specgraph_torch.load_modelgarden_weights(mg_target, mg)
+    finally:
+        variable.assign(kept)  # the Model Garden model is shared by the session
+    assert_refused(info.value, path=variable.name.removesuffix(":0"))
+    assert_unchanged(mg_target, before)
+
+
+@pytest.mark.slow
+@pytest.mark.modelgarden
+@pytest.mark.parametrize("kind", ["missing", "directory", "not-a-checkpoint"])
+def test_modelgarden_unreadable_checkpoint(mg_target, tmp_path, kind):
+    pytest.importorskip("official.vision.modeling.backbones")
+    path = tmp_path / "ckpt"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "not-a-checkpoint":
+        path.write_text("not a checkpoint")
+    before = snapshot(mg_target)
+    with pytest.raises(specgraph.WeightsError) as info:
+        specgraph_torch.load_modelgarden_weights(mg_target, str(path))
+    assert_refused(info.value, file=str(path))
+    assert_unchanged(mg_target, before)
