@@ -1,6 +1,11 @@
 """Shared machinery for emitting standalone model source: safe identifiers, jinja2 with
 ``StrictUndefined``, a syntax check, and all-or-nothing writes.
 
+Plan text reaches emitted code in three ways only: identifiers from :class:`Namespace`,
+string literals through the ``pystr`` filter, and docstring or comment text through the
+``doc`` filter. A ``Plan`` can be built or deserialised without the schema, so none of them
+assumes its names were checked.
+
 Each backend plugin owns its template (it mirrors the backend's module layout, so the
 emitted state dict equals the compiled model's) and exposes ``emit(plan, header) -> str``.
 """
@@ -18,6 +23,7 @@ import jinja2
 
 from ._errors import BackendError, SpecgraphError
 from ._plan import Plan
+from ._text import visible
 
 __all__ = ["CodegenError", "Namespace", "emit", "header", "render_template"]
 
@@ -66,21 +72,25 @@ class Namespace:
 
 
 def header(plan: Plan) -> dict[str, str]:
-    """What every emitted file records about its origin."""
+    """What every emitted file records about its origin, as display text (:func:`visible`: one line,
+    nothing hidden); a template still puts it in through ``doc`` or ``pystr``."""
     from . import __version__
 
-    return {"spec": plan.spec_name, "variant": plan.variant, "plan_hash": plan.hash,
-            "specgraph_version": __version__,
-            "input_size": f"{plan.input_size[0]}x{plan.input_size[1]}",
-            "levels": f"{plan.min_level}..{plan.max_level}"}
+    fields = {"spec": plan.spec_name, "variant": plan.variant, "plan_hash": plan.hash,
+              "specgraph_version": __version__,
+              "input_size": f"{plan.input_size[0]}x{plan.input_size[1]}",
+              "levels": f"{plan.min_level}..{plan.max_level}"}
+    return {key: visible(str(value)) for key, value in fields.items()}
 
 
 def render_template(loader: jinja2.BaseLoader, name: str, context: Mapping[str, Any]) -> str:
     """Render ``name`` with ``StrictUndefined`` and check the result parses as Python."""
     env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True, autoescape=False)
-    env.filters["pystr"] = repr  # spec text enters code only as Python string literals...
-    env.filters["doc"] = _docstring_text  # ...or escaped inside docstrings and comments
+    # Spec text enters code only as Python string literals... repr() keeps the value exact (node names
+    # are state-dict keys) and escapes every character visible() would, so the literal is one visible line.
+    env.filters["pystr"] = repr
+    env.filters["doc"] = _docstring_text  # ...or made visible and escaped inside docstrings and comments
     try:
         text = env.get_template(name).render(**context)
     except jinja2.TemplateError as exc:
@@ -93,8 +103,10 @@ def render_template(loader: jinja2.BaseLoader, name: str, context: Mapping[str, 
 
 
 def _docstring_text(value: object) -> str:
-    """Text safe inside a triple-quoted docstring or a comment: escapes, no quotes, one line."""
-    return repr(str(value))[1:-1].replace('"', '\\"')
+    """Text safe inside a (non-raw) triple-quoted docstring or a ``#`` comment: one line (:func:`visible`:
+    no line break of any kind), backslashes doubled (no escape sequence such as ``\\N{...}``, no line
+    continuation; the docstring reads back as the visible text) and double quotes escaped (no ``\"\"\"``)."""
+    return visible(str(value)).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def emit(plan: Plan, backend: str = "torch") -> str:

@@ -6,19 +6,23 @@ orthogonally through the free space between rows and columns, so they never
 cross a node box; each edge's label sits just left of its target, one label
 per input port, so labels never collide.
 
-Every piece of text that comes from a spec goes through ``_clean`` (XML-illegal
-characters made visible) and then the template's autoescaping.
+Every piece of text that comes from the plan goes through :func:`specgraph._text.visible`
+(control, bidi, zero-width and other hidden characters shown as escapes, so text is one
+line as displayed) and then the format's own escaping: XML autoescaping for SVG, HTML-like
+labels for dot, ``#code;`` entities for Mermaid. A ``Plan`` can be built or deserialised
+without the schema, so nothing here assumes its names were checked.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import cache
 
 import jinja2
 
+from ._errors import ArgumentError
 from ._plan import Conv, Edge, MaxPool, Node, Plan, Upsample
+from ._text import visible
 
 __all__ = ["edge_label", "render_dot", "render_mermaid", "render_svg"]
 
@@ -54,16 +58,9 @@ EDGE_STYLES = {
     "chain": ("#9e9e9e", ""),
 }
 
-_ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
-
-
-def _clean(text: str) -> str:
-    """Make characters XML 1.0 cannot hold (even as references) visible as ``\\xNN``."""
-    return _ILLEGAL_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
 def _width(text: str, size: float) -> float:
-    return len(text) * CHAR_EM * size
+    """The drawn width of ``text``: hidden characters are drawn as their escapes."""
+    return len(visible(text)) * CHAR_EM * size
 
 
 def _short(name: str) -> str:
@@ -132,7 +129,8 @@ def _node_tooltip(plan: Plan, node: Node) -> str:
         lines.append(f"output block of level {node.output_level}")
     if node.spec_path:
         lines.append(node.spec_path)
-    return _clean("\n".join(lines))
+    # each line made visible on its own: the tooltip keeps its line breaks, the names cannot add any
+    return "\n".join(visible(line) for line in lines)
 
 
 # ---------------------------------------------------------------- layout
@@ -148,6 +146,9 @@ class _Text:
     weight: str = "normal"
     fill: str = "#212121"
     cls: str = "label"
+
+    def __post_init__(self) -> None:
+        self.text = visible(self.text)  # every text node: plan text shown as it is, nothing hidden
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -212,7 +213,7 @@ class _Layouter:
     def _node_width(self) -> float:
         need = NODE_MIN_W - 2 * NODE_PAD
         for n in self.plan.nodes:
-            name = _width(_short(_clean(n.name)), NAME_FONT)
+            name = _width(_short(visible(n.name)), NAME_FONT)
             if n.output_level is not None:
                 name += 6 + self._badge_w(n)
             need = max(need, name, _width(_node_detail(n), FONT), _width(self._size_text(n), FONT))
@@ -393,9 +394,9 @@ class _Layouter:
                 x0, y0, x1, y1 = t.box
                 text = {"t": t, "bg": (x0 - 1, y0 - 0.5, x1 - x0 + 2, y1 - y0 + 1)}
             layout.edges.append({
-                "source": _clean(e.source), "target": _clean(e.target), "kind": e.kind,
+                "source": visible(e.source), "target": visible(e.target), "kind": e.kind,
                 "d": _path(points), "color": color, "dash": dash, "label": text,
-                "title": _clean(f"{e.source} \u2192 {e.target}: {e.describe()}"),
+                "title": visible(f"{e.source} \u2192 {e.target}: {e.describe()}"),
             })
 
         for n in plan.nodes:
@@ -404,7 +405,7 @@ class _Layouter:
             fill, stroke = FILLS[kind]
             cy = y + nh / 2
             texts = [
-                _Text(x + NODE_PAD, cy - 9, _short(_clean(n.name)), NAME_FONT, weight="bold", cls="name"),
+                _Text(x + NODE_PAD, cy - 9, _short(visible(n.name)), NAME_FONT, weight="bold", cls="name"),
                 _Text(x + NODE_PAD, cy + 4, _node_detail(n), cls="type"),
                 _Text(x + NODE_PAD, cy + 17, self._size_text(n), cls="size"),
             ]
@@ -416,7 +417,7 @@ class _Layouter:
                          "t": _Text(bx + bw / 2, by + 9.5, f"out L{n.output_level}", FONT - 1, anchor="middle",
                                     fill="#ffffff", cls="badge")}
             layout.nodes.append({
-                "name": _clean(n.name), "kind": n.kind, "type": kind, "x": x, "y": y, "w": nw, "h": nh,
+                "name": visible(n.name), "kind": visible(n.kind), "type": kind, "x": x, "y": y, "w": nw, "h": nh,
                 "fill": fill, "stroke": stroke, "strong": n.output_level is not None or n.kind == "endpoint",
                 "texts": texts, "badge": badge, "title": _node_tooltip(plan, n),
                 "level": n.level, "output": n.output_level,
@@ -433,8 +434,8 @@ class _Layouter:
 
         # title and legend
         h, w = plan.input_size
-        layout.title = _clean(f"{plan.spec_name} \u00b7 variant {plan.variant} \u00b7 input {h}\u00d7{w} "
-                              f"\u00b7 endpoints L{plan.min_level}\u2013L{plan.max_level}")
+        layout.title = visible(f"{plan.spec_name} \u00b7 variant {plan.variant} \u00b7 input {h}\u00d7{w} "
+                               f"\u00b7 endpoints L{plan.min_level}\u2013L{plan.max_level}")
         title = _Text(MARGIN, 22, layout.title, 13, weight="bold", cls="title")
         x = float(MARGIN)
         legend: list[dict] = []
@@ -525,24 +526,26 @@ def _env(markup: bool) -> jinja2.Environment:
 def render_svg(plan: Plan) -> str:
     """The plan as a standalone SVG document (text), laid out as in the SpineNet paper."""
     if not isinstance(plan, Plan):
-        raise TypeError(f"render_svg() takes a Plan (see specgraph.plan), got {type(plan).__name__}")
+        raise ArgumentError(f"render_svg(plan): expected a Plan (see specgraph.plan), got {type(plan).__name__}")
     layout = _Layouter(plan).build()
     return _env(True).get_template("plan.svg.j2").render(layout=layout, plan_hash=plan.hash)
 
 
 def _dot_html(text: str) -> str:
-    """Text for a Graphviz HTML-like label: XML-escaped, so no escString or quote rules apply."""
-    text = _clean(text)
+    """Text for a Graphviz HTML-like label (or the ``//`` comment line): one line (:func:`visible`), then
+    XML-escaped, so no escString or quote rules apply."""
+    text = visible(text)
     return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;").replace("'", "&#39;").replace("\\", "&#92;"))
 
 
 def _mermaid_text(text: str) -> str:
-    """Text inside a quoted Mermaid label: every character that Mermaid or its HTML labels read as
-    syntax becomes a ``#code;`` entity."""
+    """Text inside a quoted Mermaid label (or the ``%%`` comment line): one line (:func:`visible`), and
+    every character that Mermaid or its HTML labels read as syntax becomes a ``#code;`` entity
+    (``%`` too, so no ``%%`` comment or directive can start inside a label)."""
     out = []
-    for ch in _clean(text):
-        if ch in '"#&<>`|[](){}\\':
+    for ch in visible(text):
+        if ch in '"#%&<>`|[](){}\\':
             out.append(f"#{ord(ch)};")
         else:
             out.append(ch)
@@ -575,7 +578,7 @@ def render_dot(plan: Plan) -> str:
 
     Node ids are ``n0``, ``n1``, ... in plan order; names appear only in HTML-like labels."""
     if not isinstance(plan, Plan):
-        raise TypeError(f"render_dot() takes a Plan (see specgraph.plan), got {type(plan).__name__}")
+        raise ArgumentError(f"render_dot(plan): expected a Plan (see specgraph.plan), got {type(plan).__name__}")
     return _env(False).get_template("plan.dot.j2").render(**_text_view(plan))
 
 
@@ -584,5 +587,5 @@ def render_mermaid(plan: Plan) -> str:
 
     Node ids are ``n0``, ``n1``, ... in plan order; names appear only in quoted, entity-escaped labels."""
     if not isinstance(plan, Plan):
-        raise TypeError(f"render_mermaid() takes a Plan (see specgraph.plan), got {type(plan).__name__}")
+        raise ArgumentError(f"render_mermaid(plan): expected a Plan (see specgraph.plan), got {type(plan).__name__}")
     return _env(False).get_template("plan.mmd.j2").render(**_text_view(plan))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -285,7 +286,7 @@ def test_repr_svg_for_plan_and_spec() -> None:
 def test_render_functions_refuse_non_plans() -> None:
     spec = specgraph.load(DATA / "small.toml")
     for fn in (specgraph.render_svg, specgraph.render_dot, specgraph.render_mermaid):
-        with pytest.raises(TypeError, match="takes a Plan"):
+        with pytest.raises(specgraph.ArgumentError, match=r"\(plan\): expected a Plan"):
             fn(spec)
 
 
@@ -296,7 +297,8 @@ HOSTILE = ["</text><script>", "a<b&c\"d'e", "</svg>", "${x}", "{{x}}<script>aler
 
 
 def _hostile_plan() -> specgraph.Plan:
-    a, b, c, d, e, f, g, h, i, j = HOSTILE
+    a, b, c, d, e, f, g, h, i, _ = HOSTILE
+    j = "ctl"  # the schema refuses control characters: "\x01ctl" goes into the plan below
     blocks = [
         {"name": a, "level": 3, "type": "residual", "inputs": ["s1"]},
         {"name": b, "level": 4, "type": "residual", "inputs": ["s1", a]},
@@ -317,7 +319,10 @@ def _hostile_plan() -> specgraph.Plan:
         "variants": {"v<1>": {"endpoints_num_filters": 8}},
         "blocks": blocks,
     })
-    return specgraph.plan(spec, input_size=64)
+    # A Plan can be built without the schema (Plan.from_dict): the renderers must not rely on it.
+    data = specgraph.plan(spec, input_size=64).to_dict()
+    del data["hash"]
+    return specgraph.Plan.from_dict(json.loads(json.dumps(data).replace(json.dumps(j), json.dumps(HOSTILE[-1]))))
 
 
 def _shown(name: str) -> str:
@@ -392,6 +397,26 @@ def test_dot_and_mermaid_structure() -> None:
     assert len(re.findall(r"^\s+n\d+ (-->|-\.->)", mmd, re.M)) == len(plan.edges)
     assert len(re.findall(r"^\s+n\d+ -\.->", mmd, re.M)) == sum(e.kind == "merge" for e in plan.edges)
     assert '|"\u2193\u00d74 conv+pool"|' in mmd
+
+
+def test_a_name_cannot_end_the_comment_line_of_dot_or_mermaid() -> None:
+    # Issue 14: names put straight into a Plan (no schema) wrote a second graph into the dot file and a
+    # click line into the Mermaid file, through the title in their comment lines.
+    data = specgraph.plan(specgraph.load(DATA / "small.toml")).to_dict()
+    plain = specgraph.Plan.from_dict(data)
+    del data["hash"]
+    data.update(spec_name="\n}\ndigraph injected { a -> b }\n//",
+                variant="\nclick n0 href javascript:alert(1)\n%%\u2028\r")
+    plan = specgraph.Plan.from_dict(data)
+    dot, mmd = specgraph.render_dot(plan), specgraph.render_mermaid(plan)
+    assert dot.count("\n") == specgraph.render_dot(plain).count("\n")
+    # the line breaks are shown as \x0a, and the backslash as an entity (&#92;, #92;) like any other
+    assert dot.splitlines()[0].startswith("// &#92;x0a}&#92;x0adigraph injected { a -&gt; b }&#92;x0a// variant ")
+    assert [line for line in dot.splitlines() if line.lstrip().startswith("digraph")] == ["digraph plan {"]
+    assert mmd.count("\n") == specgraph.render_mermaid(plain).count("\n")
+    assert mmd.splitlines()[1].startswith("  %% #92;x0a#125;#92;x0adigraph injected #123; a -#62; b #125;")
+    assert "#92;x0aclick n0 href javascript:alert#40;1#41;#92;x0a#37;#37;#92;u2028#92;x0d input" in mmd
+    assert not [line for line in mmd.splitlines() if line.lstrip().startswith("click")]
 
 
 # ---------------------------------------------------------------- command line

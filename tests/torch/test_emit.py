@@ -13,6 +13,7 @@ import torch
 
 import specgraph
 from specgraph._codegen import emit
+from specgraph.cli import EXIT_UNAVAILABLE
 from specgraph.testing import imported_modules
 
 ALLOWED_IMPORTS = {"__future__", "math", "torch", "torch.nn", "torch.nn.functional"}
@@ -119,5 +120,5 @@ def test_cli_emit_refuses_to_overwrite_and_leaves_nothing_on_error(tmp_path: Pat
     bad = tmp_path / "bad.py"
     failed = subprocess.run([*cmd, "--backend", "nonesuch", "-o", str(bad)], capture_output=True, text=True,
                             timeout=300)
-    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert failed.returncode == EXIT_UNAVAILABLE and "Traceback" not in failed.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.py"]

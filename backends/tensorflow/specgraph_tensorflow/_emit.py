@@ -1,4 +1,8 @@
-"""Standalone TensorFlow source for a plan: the template mirrors this backend's layers and layer names."""
+"""Standalone TensorFlow source for a plan: the template mirrors this backend's layers and layer names.
+
+Plan values enter the code built here only through ``repr`` (``{x!r}``): a plan deserialised
+without checks may hold a string where a number belongs, and it must stay a literal.
+"""
 
 from __future__ import annotations
 
@@ -38,13 +42,13 @@ def _op(op: Conv | MaxPool | Upsample, name: str, level: int, resample: bool) ->
             + ("" if op.activation else ", activation=False") + (", bias=True" if op.bias else "")
         if op.depthwise and resample:
             flags += ", depthwise_initializer=RESAMPLE_DEPTHWISE_INITIALIZER"
-        return f"ConvNorm({op.out_channels}, {op.kernel}, {op.stride}{flags}, name={name!r})"
+        return f"ConvNorm({op.out_channels!r}, {op.kernel!r}, {op.stride!r}{flags}, name={name!r})"
     if isinstance(op, MaxPool):
-        return f"tf_keras.layers.MaxPool2D({op.kernel}, {op.stride}, padding=\"same\", name={name!r})"
+        return f"tf_keras.layers.MaxPool2D({op.kernel!r}, {op.stride!r}, padding=\"same\", name={name!r})"
     if isinstance(op, Upsample):
         if op.mode != "nearest":
             raise BackendError(f"{name}: upsample mode {op.mode!r} is not supported")
-        return f"Upsample({op.factor}, {level}, name={name!r})"
+        return f"Upsample({op.factor!r}, {level!r}, name={name!r})"
     raise BackendError(f"{name}: cannot emit op {type(op).__name__}")
 
 
@@ -60,13 +64,13 @@ def _ops(x: str, ops: tuple, prefix: str, level: int, resample: bool, indent: in
 
 
 def _unit(unit: Unit, drop: str, name: str) -> str:
-    args = f"{unit.type!r}, {unit.out_channels}, {unit.stride}"
+    args = f"{unit.type!r}, {unit.out_channels!r}, {unit.stride!r}"
     if unit.type in ("bottleneck", "residual"):
-        args += f", filters={unit.filters}" + (", projection=True" if unit.projection else "")
+        args += f", filters={unit.filters!r}" + (", projection=True" if unit.projection else "")
     elif unit.type == "mbconv":
         width = unit.expand_channels if unit.expand else unit.in_channels
-        args += f", width={width}" + (", expand=True" if unit.expand else "")
-        args += (f", se_channels={unit.se_channels}" if unit.se_channels > 0 else "")
+        args += f", width={width!r}" + (", expand=True" if unit.expand else "")
+        args += (f", se_channels={unit.se_channels!r}" if unit.se_channels > 0 else "")
         args += ("" if unit.residual else ", residual=False")
     else:
         raise BackendError(f"{name}: unknown unit type {unit.type!r}")
@@ -85,7 +89,7 @@ def _comment(node: Node) -> str:
     kind = node.block_type or node.kind
     parents = ", ".join(f"{e.source} ({e.describe()})" for e in node.inputs)
     text = f"{node.name}: {node.kind} at level {node.level}, {node.channels} channels, {size} at the planned size; "
-    return (text + kind + (f"; from {parents}" if parents else "")).replace("\n", " ")
+    return text + kind + (f"; from {parents}" if parents else "")  # the template's doc filter makes it one line
 
 
 def emit(plan: Plan, header: dict[str, str]) -> str:

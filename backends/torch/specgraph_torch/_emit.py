@@ -1,4 +1,8 @@
-"""Standalone PyTorch source for a plan: the template mirrors this backend's module layout."""
+"""Standalone PyTorch source for a plan: the template mirrors this backend's module layout.
+
+Plan values enter the code built here only through ``repr`` (``{x!r}``): a plan deserialised
+without checks may hold a string where a number belongs, and it must stay a literal.
+"""
 
 from __future__ import annotations
 
@@ -29,15 +33,15 @@ class _Line:
 
 def _op(op: Conv | MaxPool | Upsample, level: int) -> tuple[str, int]:
     if isinstance(op, Conv):
-        groups = f", groups={op.groups}" if op.groups != 1 else ""
+        groups = f", groups={op.groups!r}" if op.groups != 1 else ""
         flags = ("" if op.norm else ", norm=False") + ("" if op.activation else ", act=False")
-        return (f"ConvNormAct({op.in_channels}, {op.out_channels}, {op.kernel}, {op.stride}{groups}{flags})",
+        return (f"ConvNormAct({op.in_channels!r}, {op.out_channels!r}, {op.kernel!r}, {op.stride!r}{groups}{flags})",
                 level + op.stride.bit_length() - 1)
     if isinstance(op, MaxPool):
-        return f"MaxPoolSame({op.kernel}, {op.stride})", level + op.stride.bit_length() - 1
+        return f"MaxPoolSame({op.kernel!r}, {op.stride!r})", level + op.stride.bit_length() - 1
     if isinstance(op, Upsample):
         level -= op.factor.bit_length() - 1
-        return f"UpsampleNearest({op.factor}, {level})", level
+        return f"UpsampleNearest({op.factor!r}, {level!r})", level
     raise BackendError(f"cannot emit op {type(op).__name__}")
 
 
@@ -51,12 +55,12 @@ def _chain(ops: tuple, level: int) -> str:
 
 def _unit(unit: Unit, drop: str) -> str:
     if unit.type == "bottleneck":
-        return f"Bottleneck({unit.in_channels}, {unit.filters}, {unit.stride}, {unit.projection}, {drop})"
+        return f"Bottleneck({unit.in_channels!r}, {unit.filters!r}, {unit.stride!r}, {unit.projection!r}, {drop})"
     if unit.type == "residual":
-        return f"Residual({unit.in_channels}, {unit.filters}, {unit.stride}, {unit.projection}, {drop})"
+        return f"Residual({unit.in_channels!r}, {unit.filters!r}, {unit.stride!r}, {unit.projection!r}, {drop})"
     expand = unit.expand_channels if unit.expand else 0
-    return (f"MBConv({unit.in_channels}, {unit.out_channels}, {unit.stride}, {expand}, {unit.se_channels}, "
-            f"{unit.residual}, {drop})")
+    return (f"MBConv({unit.in_channels!r}, {unit.out_channels!r}, {unit.stride!r}, {expand!r}, "
+            f"{unit.se_channels!r}, {unit.residual!r}, {drop})")
 
 
 def _constructor(node: Node, levels: dict[str, int]) -> str:
@@ -67,7 +71,7 @@ def _constructor(node: Node, levels: dict[str, int]) -> str:
     inputs = "".join(f"\n{pad}    {_chain(e.ops, levels[e.source])}," for e in node.inputs)
     units = "".join(f"\n{pad}    {_unit(u, drop)}," for u in node.units)
     return (f"Block(\n{pad}inputs=[{inputs}\n{pad}],\n{pad}units=[{units}\n{pad}],\n"
-            f"{pad}weighted={node.fusion == 'weighted'},\n{pad}fusion_act={node.fusion_activation},\n        )")
+            f"{pad}weighted={node.fusion == 'weighted'},\n{pad}fusion_act={node.fusion_activation!r},\n        )")
 
 
 def _comment(node: Node) -> str:
@@ -75,7 +79,7 @@ def _comment(node: Node) -> str:
     kind = node.block_type or node.kind
     parents = ", ".join(f"{e.source} ({e.describe()})" for e in node.inputs)
     text = f"{node.kind} at level {node.level}, {node.channels} channels, {size} at the planned size; {kind}"
-    return (text + (f"; from {parents}" if parents else "")).replace("\n", " ")
+    return text + (f"; from {parents}" if parents else "")  # the template's doc filter makes it one line
 
 
 def emit(plan: Plan, header: dict[str, str]) -> str:
