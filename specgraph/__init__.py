@@ -25,7 +25,7 @@ from ._errors import (
 _LAZY = {
     "available_backends": "_backends", "compile": "_backends", "get_backend": "_backends",
     "SpecGraph": "_graph", "build_graph": "_graph",
-    "builtin_specs": "_loader", "load": "_loader",
+    "LIMITS": "_loader", "Limits": "_loader", "builtin_specs": "_loader", "load": "_loader",
     "from_modelgarden_tuples": "_modelgarden",
     "Conv": "_plan", "Edge": "_plan", "MaxPool": "_plan", "Node": "_plan", "Plan": "_plan", "Unit": "_plan",
     "Upsample": "_plan",
@@ -38,7 +38,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from ._backends import available_backends, compile, get_backend
     from ._graph import SpecGraph, build_graph
-    from ._loader import builtin_specs, load
+    from ._loader import LIMITS, Limits, builtin_specs, load
     from ._modelgarden import from_modelgarden_tuples
     from ._plan import Conv, Edge, MaxPool, Node, Plan, Unit, Upsample
     from ._planner import plan
@@ -71,6 +71,8 @@ __all__ = [
     "Conv",
     "Edge",
     "GraphError",
+    "LIMITS",
+    "Limits",
     "MaxPool",
     "Node",
     "NodeStats",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from ._errors import GraphError, Problem
+from ._errors import ArgumentError, GraphError, Problem
 from ._schema import Spec
 
 __all__ = ["ENDPOINT_PREFIX", "RESERVED_NAMES", "SpecGraph", "build_graph", "expansion"]
@@ -41,6 +41,8 @@ class SpecGraph:
 
 def build_graph(spec: Spec) -> SpecGraph:
     """Check the spec's topology and return its DAG (cached on the spec)."""
+    if not isinstance(spec, Spec):
+        raise ArgumentError(f"build_graph(spec): expected a Spec (see specgraph.load), got {type(spec).__name__}")
     cached = spec._graph
     if isinstance(cached, SpecGraph):
         return cached

@@ -36,7 +36,9 @@ _SUFFIXES = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 def format_path(loc: tuple | list) -> str:
     """``('blocks', 7, 'inputs', 1)`` -> ``blocks[7].inputs[1]``."""
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
+        if i == 1 and loc[0] == "filters" and isinstance(part, str) and re.fullmatch("[0-9]{1,2}", part):
+            part = int(part)  # a level key, whether the format wrote it as a number or a string
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
         else:
@@ -181,7 +183,16 @@ _TOML_KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)\s*=""")
 
 
 def _toml_key_parts(text: str) -> list[str]:
-    return [p.strip().strip("\"'") for p in re.findall(r"""("[^"]*"|'[^']*'|[^.]+)""", text)]
+    parts = []
+    for part in re.findall(r"""("(?:[^"\\]|\\.)*"|'[^']*'|[^.]+)""", text):
+        part = part.strip()
+        if part.startswith('"'):
+            try:  # a basic string: its escapes (\n, \u...) are part of the key
+                part = tomllib.loads(f"k = {part}")["k"]
+            except tomllib.TOMLDecodeError:
+                part = part.strip('"')
+        parts.append(part.strip("'"))
+    return parts
 
 
 def _toml_lines(text: str) -> dict[str, int]:
@@ -299,6 +310,20 @@ def _compose_yaml(text: str, file: str | None, limits: Limits) -> tuple[yaml.Nod
     return root, loader
 
 
+def _yaml_problem(exc: yaml.YAMLError, text: str, file: str | None) -> Problem:
+    """A YAML error as one located line (PyYAML's own text repeats the place as '<unicode string>')."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML forbids: located by offset
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return Problem(f"invalid YAML: character U+{code:04X} is not allowed (control characters are not)", "",
+                       file, _Lines(text)(exc.position))
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        what = "; ".join(visible(str(part)) for part in (exc.context, exc.problem) if part)
+        where = f" (column {mark.column + 1})" if mark is not None else ""
+        return Problem(f"invalid YAML: {what}{where}", "", file, mark.line + 1 if mark is not None else None)
+    return Problem(f"invalid YAML: {visible(str(exc))}", "", file)
+
+
 def _scan_text(text: str, fmt: str, file: str | None, limits: Limits) -> None:
     """Caps checked on the raw text, before any parser sees it (the parsers fail on these with
     a RecursionError or a ValueError that names no line)."""
@@ -362,10 +387,7 @@ def _parse(text: str, fmt: str, file: str | None, limits: Limits = LIMITS) -> tu
         m = re.search(r"line (\d+)", str(exc))
         raise SpecSyntaxError(Problem(f"invalid TOML: {exc}", "", file, int(m.group(1)) if m else None)) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        raise SpecSyntaxError(
-            Problem(f"invalid YAML: {exc}".replace("\n", " "), "", file, mark.line + 1 if mark else None)
-        ) from None
+        raise SpecSyntaxError(_yaml_problem(exc, text, file)) from None
     except json.JSONDecodeError as exc:
         raise SpecSyntaxError(Problem(f"invalid JSON: {exc.msg}", "", file, exc.lineno)) from None
     except (ValueError, UnicodeError) as exc:  # e.g. text with surrogates, which no parser can encode
@@ -537,9 +559,8 @@ def load(source: str | os.PathLike[str] | Mapping[str, Any], *, limits: Limits =
             path = builtins[source]
         else:
             known = ", ".join(builtins) or "none"
-            shown = visible(str(source)) if len(str(source)) <= 200 else visible(str(source)[:200]) + "..."
-            raise SpecSyntaxError(Problem(f"no spec file {shown!r} and no built-in spec of that name "
-                                          f"(built-in: {known})"))
+            raise SpecSyntaxError(Problem(f"no spec file {brief(str(source), 200)} and no built-in spec of that "
+                                          f"name (built-in: {known})"))
     fmt = _SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise SpecSyntaxError(Problem("unknown spec file type; use .toml, .yaml, .yml or .json", "", str(path)))

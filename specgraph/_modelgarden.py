@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._errors import SpecValidationError
+from ._errors import ArgumentError, SpecValidationError
 from ._loader import load, validate_data
 from ._schema import Spec
+from ._text import brief
 
 __all__ = ["from_modelgarden_tuples"]
 
@@ -39,7 +40,12 @@ def from_modelgarden_tuples(
     ``defaults`` (e.g. ``se_ratio=0.2``) fill fields the map leaves out.
     """
     if family not in _FAMILIES:
-        raise SpecValidationError(f"family: unknown family {family!r}; known: {', '.join(_FAMILIES)}")
+        raise SpecValidationError(f"family: unknown family {brief(family)}; known: {', '.join(_FAMILIES)}")
+    if isinstance(block_specs, str | bytes) or not isinstance(block_specs, Iterable):
+        raise ArgumentError(f"block_specs: expected Model Garden's list of block specs, got "
+                            f"{type(block_specs).__name__}")
+    if scaling_map is not None and not isinstance(scaling_map, Mapping):
+        raise ArgumentError(f"scaling_map: expected a mapping like SCALING_MAP, got {type(scaling_map).__name__}")
     base = load(_FAMILIES[family]).to_dict()
     blocks = []
     specs = list(block_specs)
@@ -48,10 +54,10 @@ def from_modelgarden_tuples(
             level, block_fn, offsets, is_output = _fields(raw)
         except (TypeError, ValueError, AttributeError):
             raise SpecValidationError(f"block_specs[{i}]: expected (level, block_fn, (offset0, offset1), is_output), "
-                                      f"got {raw!r}") from None
+                                      f"got {brief(raw)}") from None
         inputs = []
         for j, offset in enumerate(offsets):
-            if not 0 <= offset < i + 2:
+            if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < i + 2:
                 raise SpecValidationError(f"block_specs[{i}].input_offsets[{j}]: offset {offset} is not an earlier "
                                           f"block (0..{i + 1})")
             inputs.append(f"stem{offset + 1}" if offset < 2 else f"sp{offset - 1}")

@@ -53,11 +53,11 @@ def _check_name(value: str | None) -> str | None:
     """The one rule for every name that reaches an output (spec, block, variant)."""
     if value is None:
         return None
-    if not _NAME_RE.fullmatch(value):
-        raise ValueError("a name is 1 to 64 characters with no whitespace and no '.'")
     unsafe = first_unsafe(value)
     if unsafe:
         raise ValueError(f"a name holds no control, format or invisible character; found {unsafe}")
+    if not _NAME_RE.fullmatch(value):
+        raise ValueError("a name is 1 to 64 characters with no whitespace and no '.'")
     return value
 
 

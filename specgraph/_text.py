@@ -18,7 +18,9 @@ from functools import cache
 
 __all__ = ["brief", "first_unsafe", "visible"]
 
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_UNSAFE_CATEGORIES = {"Cc": "a control character", "Cf": "a format character", "Cs": "a surrogate",
+                      "Co": "a private-use character", "Cn": "an unassigned code point",
+                      "Zl": "a line separator", "Zp": "a paragraph separator"}
 
 
 def _unsafe(ch: str) -> bool:
@@ -52,7 +54,7 @@ def first_unsafe(text: str) -> str | None:
     for match in _pattern().finditer(text):
         ch = match.group()
         if _unsafe(ch):
-            name = unicodedata.name(ch, unicodedata.category(ch))
+            name = unicodedata.name(ch, _UNSAFE_CATEGORIES[unicodedata.category(ch)])
             return f"U+{ord(ch):04X} ({name})"
     return None
 

@@ -94,7 +94,7 @@ def _validate(args: argparse.Namespace) -> int:
             spec = load(source)
         except SpecgraphError as exc:
             failed += 1
-            _say(f"specgraph validate: error: {source}:\n{exc}" if len(exc.problems) > 1
+            _say(f"specgraph validate: error: {len(exc.problems)} problems:\n{exc}" if len(exc.problems) > 1
                  else f"specgraph validate: error: {exc}")
             continue
         _emit_text(f"ok  {source}: {spec.name}, {len(spec.blocks)} blocks, variants {', '.join(spec.variants)}\n")
@@ -253,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"{command}: error: {exc}")
         return EXIT_UNAVAILABLE
     except SpecgraphError as exc:
-        _say(f"{command}: error:\n{exc}" if len(exc.problems) > 1 else f"{command}: error: {exc}")
+        _say(f"{command}: error: {len(exc.problems)} problems:\n{exc}" if len(exc.problems) > 1
+             else f"{command}: error: {exc}")
         return EXIT_BAD_INPUT
     except MemoryError:
         _say(f"{command}: error: out of memory")
