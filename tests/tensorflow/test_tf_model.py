@@ -140,3 +140,17 @@ def test_initializers_follow_model_garden(mobile_49xs):
     norm = slots["sp1/unit0"].parts["project"].norm
     assert (norm.momentum, norm.epsilon) == (0.99, 0.001)
     np.testing.assert_array_equal(norm.moving_variance.numpy(), 1.0)
+
+
+def test_compile_checks_options_and_memory_before_building():
+    data = specgraph.load("spinenet").to_dict()
+    data["variants"]["49"].update(filter_size_scale=16.0, block_repeats=64)  # about a terabyte of weights
+    huge = specgraph.plan(specgraph.load(data), "49", 640)
+    with pytest.raises(specgraph.ResourceError, match="check_memory=False"):
+        sgt.compile(huge)
+    plan = specgraph.plan(specgraph.load("spinenet_mobile"), "49XS", 64)
+    for options, name in (({"norm_momentum": math.nan}, "norm_momentum"), ({"norm_epsilon": -1.0}, "norm_epsilon"),
+                          ({"stochastic_depth_drop_rate": "x"}, "stochastic_depth_drop_rate")):
+        with pytest.raises(specgraph.ArgumentError) as info:
+            sgt.compile(plan, **options)
+        assert info.value.problems[0].path == name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import specgraph_torch
 import torch
@@ -38,3 +40,41 @@ def test_param_count_matches_plan_and_modelgarden(spec, variant):
     stats = specgraph.stats(plan)
     assert total == stats.params == MODELGARDEN[(spec, variant)]
     assert trainable == stats.trainable_params
+
+
+def _autograd_saved_bytes(model: torch.nn.Module, images: torch.Tensor) -> int:
+    """Bytes of the distinct tensors autograd keeps for the backward pass (weights left out)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(images)
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in storages.items() if ptr not in weights)
+
+
+@pytest.mark.parametrize(("spec", "variant"), [("spinenet", "49S"), ("spinenet_mobile", "49XS"), ("small", "tiny")])
+def test_activation_estimate_is_close_to_what_autograd_keeps(spec, variant):
+    """stats().activation_bytes is what the memory guard adds to the weights; torch's autograd is the reference."""
+    source = specgraph.load(spec if spec != "small" else str(Path(__file__).parents[1] / "data" / "small.toml"))
+    plan = specgraph.plan(source, variant, 192)
+    model = specgraph_torch.compile(plan).train()
+    measured = _autograd_saved_bytes(model, torch.randn(1, 3, 192, 192))
+    estimate = specgraph.stats(plan)
+    assert 0.8 <= estimate.activation_bytes / measured <= 1.25, (estimate.activation_bytes, measured)
+    assert estimate.param_bytes == 4 * _keras_count(model)[0]
+
+
+def test_compile_refuses_a_model_larger_than_memory_before_allocating():
+    data = specgraph.load("spinenet").to_dict()
+    data["variants"]["49"]["filter_size_scale"] = 16.0  # ~256x the parameters of SpineNet-49
+    data["variants"]["49"]["block_repeats"] = 64
+    plan = specgraph.plan(specgraph.load(data), "49", 640)
+    with pytest.raises(specgraph.ResourceError, match="check_memory=False") as info:
+        specgraph_torch.compile(plan)
+    assert f"{specgraph.stats(plan).params:,} parameters" in str(info.value)
+    with pytest.raises(specgraph.ResourceError):
+        specgraph.compile(plan, "torch")
