@@ -96,6 +96,14 @@ class PlanError(SpecgraphError):
 class ArgumentError(SpecgraphError, TypeError, ValueError):
     """A public function got an argument of the wrong type or value; the message names the argument."""
 
+    @classmethod
+    def expect(cls, value: object, types: type | tuple[type, ...], argument: str, what: str) -> None:
+        """Raise unless ``value`` is one of ``types`` (a bool is never taken for an int):
+        ``argument: expected <what>, got <its type>``."""
+        wanted = types if isinstance(types, tuple) else (types,)
+        if (isinstance(value, bool) and bool not in wanted) or not isinstance(value, wanted):
+            raise cls(Problem(f"expected {what}, got {type(value).__name__}", argument))
+
 
 class ResourceError(SpecgraphError):
     """The planned model needs more memory than the machine has; the message gives both figures."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import jinja2
 
-from specgraph import BackendError, Conv, MaxPool, Node, Plan, Unit, Upsample
+from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, Unit, Upsample
 from specgraph._codegen import Namespace, render_template
 
 from ._build import layer_names
@@ -94,6 +94,8 @@ def _comment(node: Node) -> str:
 
 def emit(plan: Plan, header: dict[str, str]) -> str:
     """One Python file defining ``build_model()`` for ``plan`` that needs only tensorflow and tf_keras."""
+    ArgumentError.expect(plan, Plan, "plan", "a Plan (specgraph.plan)")
+    ArgumentError.expect(header, dict, "header", "the header fields (specgraph.backend_api.header(plan))")
     names = Namespace(reserved=_MODULE_NAMES)
     prefixes = layer_names(plan)
     var = {node.name: names.add(node.name) for node in plan.nodes}

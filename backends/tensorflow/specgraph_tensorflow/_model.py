@@ -197,4 +197,5 @@ def xla_function(model: tf_keras.Model, *, training: bool = False) -> Any:
     (≤ 1e-6 relative). Any ``tf.function(..., jit_compile=True)`` around the model does the same;
     this is the shorthand.
     """
+    ArgumentError.expect(model, tf_keras.Model, "model", "a Keras model")
     return tf.function(lambda images: model(images, training=training), jit_compile=True)

@@ -37,8 +37,15 @@ def _layer_variables(layer: Any) -> dict[str, tf.Variable]:
     raise TypeError(f"no weight naming for {type(layer).__name__}")
 
 
+def _require_model(model: Any) -> None:
+    if not (hasattr(model, "slots") and hasattr(model, "plan")):
+        raise ArgumentError(Problem(f"expected a specgraph Keras model (specgraph_tensorflow.compile); got "
+                                    f"{type(model).__name__}", "model"))
+
+
 def weights_dict(model: Any) -> dict[str, tf.Variable]:
     """``{structural name: variable}`` for every variable of a specgraph Keras model."""
+    _require_model(model)
     return {f"{key}/{role}": v for key, layer in model.slots.items() for role, v in _layer_variables(layer).items()}
 
 
@@ -67,9 +74,7 @@ def load_weights(model: Any, source: Any) -> None:
     anything is assigned; every problem is listed in one :class:`specgraph.WeightsError`
     (also :class:`WeightMismatchError`) and the model is left as it was.
     """
-    if not (hasattr(model, "slots") and hasattr(model, "plan")):
-        raise ArgumentError(Problem(f"expected a specgraph Keras model (specgraph_tensorflow.compile); got "
-                                    f"{type(model).__name__}", "model"))
+    _require_model(model)
     if isinstance(source, Mapping):
         _assign(model, source)
         return

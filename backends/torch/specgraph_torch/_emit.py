@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import jinja2
 
-from specgraph import BackendError, Conv, MaxPool, Node, Plan, Unit, Upsample
+from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, Unit, Upsample
 from specgraph._codegen import Namespace, render_template
 
 __all__ = ["emit"]
@@ -84,6 +84,8 @@ def _comment(node: Node) -> str:
 
 def emit(plan: Plan, header: dict[str, str]) -> str:
     """One Python file defining ``nn.Module`` class for ``plan`` that needs only torch."""
+    ArgumentError.expect(plan, Plan, "plan", "a Plan (specgraph.plan)")
+    ArgumentError.expect(header, dict, "header", "the header fields (specgraph.backend_api.header(plan))")
     names = Namespace(reserved=_MODULE_NAMES)
     class_name = Namespace(reserved=_MODULE_NAMES).add(
         "".join(part.capitalize() for part in f"{plan.spec_name}_{plan.variant}".replace("-", "_").split("_")))

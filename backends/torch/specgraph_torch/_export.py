@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from specgraph import ArgumentError
 
 from ._fused import InferenceNet
 from ._model import SpecgraphNet
@@ -18,6 +21,7 @@ __all__ = ["export", "fold_batch_norm", "optimize_for_inference", "to_onnx"]
 
 def fold_batch_norm(unit: ConvNormAct) -> None:
     """Fold an eval-mode batch norm into the conv before it (conv gains a bias)."""
+    ArgumentError.expect(unit, ConvNormAct, "unit", "a ConvNormAct module")
     norm = unit.norm
     if not isinstance(norm, nn.modules.batchnorm._BatchNorm):
         return
@@ -41,6 +45,7 @@ def optimize_for_inference(model: SpecgraphNet, channels_last: bool = True,
     ``fuse=False``: the same ``SpecgraphNet`` with only its batch norms folded.
     Both in eval mode, channels-last unless ``channels_last=False``.
     """
+    ArgumentError.expect(model, SpecgraphNet, "model", "a SpecgraphNet (specgraph_torch.compile)")
     if fuse:
         return InferenceNet(model, channels_last=channels_last)
     model = copy.deepcopy(model).eval()
@@ -53,13 +58,21 @@ def optimize_for_inference(model: SpecgraphNet, channels_last: bool = True,
     return model
 
 
+def _expect_model_and_example(model: Any, example: Any) -> None:
+    ArgumentError.expect(model, SpecgraphNet, "model", "a SpecgraphNet (specgraph_torch.compile)")
+    ArgumentError.expect(example, torch.Tensor, "example", "an NCHW image batch (torch.Tensor)")
+
+
 def export(model: SpecgraphNet, example: torch.Tensor, **kwargs: Any) -> torch.export.ExportedProgram:
     """``torch.export.export`` of the model in eval mode on one example batch."""
+    _expect_model_and_example(model, example)
     return torch.export.export(model.eval(), (example,), **kwargs)
 
 
 def to_onnx(model: SpecgraphNet, path: str | Path, example: torch.Tensor, **kwargs: Any) -> Path:
     """Write an ONNX file; its outputs are the levels in order, named ``level_3`` ...``level_7``."""
+    _expect_model_and_example(model, example)
+    ArgumentError.expect(path, (str, os.PathLike), "path", "a file path")
     names = [f"level_{level}" for level, _ in model.plan.endpoints]
     kwargs.setdefault("dynamo", True)
     torch.onnx.export(model.eval(), (example,), str(path), input_names=["images"], output_names=names, **kwargs)

@@ -35,6 +35,7 @@ _KEY = re.compile(r"^nodes\.(?P<node>[^.]+)\.(?:(?:inputs\.(?P<edge>\d+)\.)?ops\
 
 def structural_name(key: str) -> str | None:
     """The shared name of a torch state-dict key (None for buffers with no counterpart)."""
+    ArgumentError.expect(key, str, "key", "a state-dict key (str)")
     if key.endswith("num_batches_tracked"):
         return None
     m = _KEY.match(key)
@@ -62,6 +63,7 @@ def _layouts(model: nn.Module) -> dict[str, str]:
 
 def to_structural(model: SpecgraphNet) -> dict[str, np.ndarray]:
     """Every weight and BN statistic as ``{shared name: array}`` (TensorFlow layouts)."""
+    require_model(model)
     layouts = _layouts(model)
     out = {}
     for key, tensor in model.state_dict().items():

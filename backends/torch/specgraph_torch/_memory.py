@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
+from specgraph import ArgumentError, Problem
+
 __all__ = ["reuse_freed_memory"]
 
 _M_TRIM_THRESHOLD = -1
@@ -26,6 +28,9 @@ def reuse_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     large batch; call it in inference servers and benchmarks, not in training jobs that
     need the memory back.
     """
+    ArgumentError.expect(limit_bytes, int, "limit_bytes", "a number of bytes (int)")
+    if limit_bytes < 0:
+        raise ArgumentError(Problem(f"expected a number of bytes >= 0, got {limit_bytes}", "limit_bytes"))
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name or "libc.so.6")

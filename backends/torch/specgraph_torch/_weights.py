@@ -124,6 +124,7 @@ def _unpruned(plan: Plan) -> Plan:
 
 def modelgarden_names(plan: Plan) -> list[_Entry]:
     """Every Model Garden variable of the plan's network, with the torch state-dict key it maps to."""
+    ArgumentError.expect(plan, Plan, "plan", "a Plan (specgraph.plan)")
     entries: list[_Entry] = []
     top = _Counter()
     endpoints = [n for n in plan.nodes if n.kind == "endpoint"]
@@ -167,6 +168,7 @@ def _conv_bn_ghost(top: _Counter, node: Any) -> None:
 
 def modelgarden_kwargs(plan: Plan) -> tuple[str, dict[str, Any]]:
     """The Model Garden class name and constructor kwargs that build the plan's network."""
+    ArgumentError.expect(plan, Plan, "plan", "a Plan (specgraph.plan)")
     from official.vision.modeling.backbones import spinenet, spinenet_mobile
 
     common = {"min_level": plan.min_level, "max_level": plan.max_level, "activation": plan.activation,
