@@ -224,3 +224,22 @@ def test_variance_scaling_draws_a_normal_truncated_at_two_std():
         expected = (inside - math.erf(a / math.sqrt(2.0))) / inside  # 0.2848, 0.0125
         assert (z.abs() > a).float().mean().item() == pytest.approx(expected, abs=tol)
     assert weight.std().item() == pytest.approx(_fan_in_std(9 * 256), rel=0.005)
+
+
+@pytest.mark.parametrize("activation", [None, "gelu", "leaky_relu", "linear"])
+def test_pickle_save_load_and_deepcopy_round_trips_are_exact(plan_mobile, activation, tmp_path):
+    """torch.save(model), multiprocessing and copy.deepcopy need a module without closures or lambdas."""
+    import copy
+    import pickle
+
+    model = specgraph_torch.compile(plan_mobile, activation=activation).eval()
+    fused = specgraph_torch.optimize_for_inference(model)
+    x = torch.randn(1, 3, *plan_mobile.input_size)
+    for net in (model, fused):
+        expected = net(x)
+        torch.save(net, tmp_path / "model.pt")
+        copies = (torch.load(tmp_path / "model.pt", weights_only=False), copy.deepcopy(net),
+                  pickle.loads(pickle.dumps(net)))
+        for again in copies:
+            got = again(x)
+            assert all(torch.equal(got[k], expected[k]) for k in expected)

@@ -109,6 +109,7 @@ class SpecgraphNet(nn.Module):
         self._norm, self._act = norm, act
         self._levels = {n.name: n.level for n in plan.nodes}
         self.nodes = nn.ModuleDict({n.name: self._build_node(n) for n in plan.nodes})
+        del self._norm, self._act  # construction-time closures: the module must pickle (torch.save)
         # Plain-Python wiring so forward() is a static loop (traceable, exportable).
         self._wiring = [(n.name, n.kind, tuple(e.source for e in n.inputs)) for n in plan.nodes]
         self._outputs = tuple(plan.endpoints)

@@ -67,6 +67,21 @@ class _Fn(nn.Module):
         return self.name
 
 
+# Module-level functions, not lambdas: a module holding one must pickle (torch.save, multiprocessing).
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """Model Garden's gelu: the tanh approximation."""
+    return F.gelu(x, approximate="tanh")
+
+
+def leaky_relu_tf(x: torch.Tensor) -> torch.Tensor:
+    """``tf.nn.leaky_relu`` with its default alpha, 0.2."""
+    return F.leaky_relu(x, 0.2)
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 # Names as Model Garden's tf_utils.get_activation understands them.
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -79,11 +94,11 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
     "elu": F.elu,
-    "gelu": lambda x: F.gelu(x, approximate="tanh"),  # Model Garden's gelu is the tanh approximation
+    "gelu": gelu_tanh,
     "mish": F.mish,
-    "leaky_relu": lambda x: F.leaky_relu(x, 0.2),  # tf.nn.leaky_relu's default alpha
-    "linear": lambda x: x,
-    "identity": lambda x: x,
+    "leaky_relu": leaky_relu_tf,
+    "linear": identity,
+    "identity": identity,
 }
 
 
