@@ -18,7 +18,7 @@ EXPERIMENT = {
             "backbone": {
                 "type": "specgraph",
                 "specgraph": {"spec": "spinenet", "model_id": "49", "min_level": 3, "max_level": 7,
-                              "stochastic_depth_drop_rate": 0.2},
+                              "stochastic_depth_drop_rate": 0.2, "activation": "swish"},
             },
         }
     }
@@ -56,7 +56,7 @@ def test_experiment_config_builds_and_trains_retinanet(registered):
     backbone = retinanet.backbone
     assert isinstance(backbone, sgt.SpecgraphModel)
     assert backbone.plan.variant == "49" and backbone.stochastic_depth_drop_rate == 0.2
-    assert backbone.get_config()["activation"] == "swish"  # from norm_activation, as Model Garden does
+    assert backbone.get_config()["activation"] == "swish"  # the override, which norm_activation agrees with
 
     reference = backbone_factory.build_backbone(
         input_specs, backbones.Backbone(type="spinenet", spinenet=backbones.SpineNet(
@@ -95,3 +95,37 @@ def test_spec_file_path_works_as_spec(registered, tmp_path):
                                             common.NormActivation(activation="relu"))
     assert model.count_params() == 869_400  # Model Garden's Mobile-49XS at a fixed size (sp11 included)
     assert model(np.zeros((1, 96, 64, 3), np.float32))["3"].shape == (1, 12, 8, 24)
+
+
+def test_factory_builds_the_spec_network_or_refuses(registered, tmp_path):
+    """A swish spec through the factory is the network a direct compile gives (same weights, <= 1e-5); a
+    norm_activation that contradicts the spec is an error naming both, never a silently different network."""
+    import specgraph_tensorflow as sgt
+    from official.vision.configs import backbones, common
+    from official.vision.modeling.backbones import factory as backbone_factory
+
+    import specgraph
+
+    data = specgraph.load("spinenet_mobile").to_dict()
+    data.update(name="mobile_swish", activation="swish")
+    path = tmp_path / "mobile_swish.yaml"
+    path.write_text(specgraph.load(data).dumps("yaml"))
+    config = backbones.Backbone()
+    config.override({"type": "specgraph", "specgraph": {"spec": str(path), "model_id": "49XS"}})
+    specs = tf_keras.layers.InputSpec(shape=[None, 96, 96, 3])
+    built = backbone_factory.build_backbone(specs, config, common.NormActivation(activation="swish"))
+    direct = sgt.compile(specgraph.plan(str(path), "49XS", 96))
+    assert built.get_config()["activation"] == direct.plan.activation == "swish"
+    sgt.load_weights(built, {k: v.numpy() for k, v in sgt.weights_dict(direct).items()})
+    images = np.random.default_rng(1).normal(size=(2, 96, 96, 3)).astype(np.float32)
+    got, want = built(images, training=False), direct(images, training=False)
+    for level in want:
+        scale = float(np.abs(want[level]).max())
+        assert float(np.abs(got[level] - want[level]).max()) <= 1e-5 * max(scale, 1.0)
+
+    with pytest.raises(specgraph.BackendError) as info:
+        backbone_factory.build_backbone(specs, config, common.NormActivation(activation="relu",
+                                                                             norm_epsilon=1e-5))
+    paths = {p.path for p in info.value.problems}
+    assert paths == {"norm_activation.activation", "norm_activation.norm_epsilon"}
+    assert "'relu' but the spec 'mobile_swish' says 'swish'" in str(info.value)

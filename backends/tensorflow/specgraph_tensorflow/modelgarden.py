@@ -7,6 +7,12 @@ After :func:`register`, an experiment config can say::
 
 and ``official.vision.modeling.backbones.factory.build_backbone`` builds it (``spec`` is a
 built-in name or a spec file path). Call :func:`register` before creating experiment configs.
+
+The spec decides the activation and the batch-norm settings. Model Garden's
+``norm_activation`` must agree with them (its decoder and head read it too); where it does
+not, building fails and says so, rather than building another network than the spec's. To
+train a spec with other settings (e.g. SpineNet with swish, as Model Garden's RetinaNet
+recipes do), say so in the backbone config (``activation: swish``) and in ``norm_activation``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from official.vision.configs import backbones as backbone_configs
 from official.vision.modeling.backbones import factory
 
 import specgraph
+from specgraph import BackendError, Problem
 
 from ._model import SpecgraphModel, compile
 
@@ -38,6 +45,10 @@ class SpecgraphBackbone(hyperparams.Config):
     min_level: int = 3
     max_level: int = 7
     stochastic_depth_drop_rate: float = 0.0
+    # Overrides of the spec's own settings; None = the spec's.
+    activation: str | None = None
+    norm_momentum: float | None = None
+    norm_epsilon: float | None = None
 
 
 def build_specgraph_backbone(input_specs: Any, backbone_config: Any, norm_activation_config: Any,
@@ -50,11 +61,20 @@ def build_specgraph_backbone(input_specs: Any, backbone_config: Any, norm_activa
     spec = specgraph.load(cfg.spec)
     variant = None if cfg.model_id is None else str(cfg.model_id)
     plan = specgraph.plan(spec, variant, size, cfg.min_level, cfg.max_level, input_channels=channels)
-    return compile(plan, spec=spec, input_shape=(height, width, channels),
-                   activation=norm_activation_config.activation,
+    settings = {"activation": (cfg.activation, plan.activation),
+                "norm_momentum": (cfg.norm_momentum, plan.norm_momentum),
+                "norm_epsilon": (cfg.norm_epsilon, plan.norm_epsilon)}
+    chosen = {key: spec_value if override is None else override for key, (override, spec_value) in settings.items()}
+    contradictions = [
+        Problem(f"Model Garden's norm_activation.{key} is {getattr(norm_activation_config, key)!r} but the "
+                f"{'backbone config' if settings[key][0] is not None else f'spec {plan.spec_name!r}'} says "
+                f"{value!r}; set norm_activation.{key}: {value!r}, or backbone.specgraph.{key} to override the spec",
+                f"norm_activation.{key}")
+        for key, value in chosen.items() if getattr(norm_activation_config, key) != value]
+    if contradictions:
+        raise BackendError(contradictions)
+    return compile(plan, spec=spec, input_shape=(height, width, channels), **chosen,
                    use_sync_bn=norm_activation_config.use_sync_bn,
-                   norm_momentum=norm_activation_config.norm_momentum,
-                   norm_epsilon=norm_activation_config.norm_epsilon,
                    stochastic_depth_drop_rate=cfg.stochastic_depth_drop_rate,
                    kernel_regularizer=l2_regularizer, **kwargs)
 
