@@ -58,8 +58,7 @@ def check_memory(plan: Plan, *, available: int | None = None) -> None:
     """Raise :class:`ResourceError` when ``plan``'s weights plus its activations at batch 1 (float32,
     see :func:`specgraph.stats`) exceed ``available`` bytes (default: :func:`available_memory`).
 
-    Backends call it before allocating; ``compile(..., check_memory=False)`` (CLI:
-    ``--no-memory-check``) skips it."""
+    Backends call it before allocating; ``compile(..., check_memory=False)`` skips it."""
     from ._stats import stats
 
     available = available_memory() if available is None else available
