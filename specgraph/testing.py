@@ -3,17 +3,22 @@
 ``valid_specs()`` draws random valid spec dicts (every block type, resampling policy,
 fusion method and the merge rule); ``specgraph.load`` accepts them as they are.
 ``imported_modules(source)`` lists what an emitted standalone model file imports.
-Needs ``hypothesis`` (not a dependency of the core).
+The weights kit (``WEIGHT_CORRUPTIONS``, ``corrupt_weights``, ``unreadable_npz``,
+``assert_weights_refused``) is what every backend's loader must refuse, the same cases
+for each backend. Needs ``hypothesis`` (and numpy for the weights kit).
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hypothesis import strategies as st
 
-__all__ = ["TYPES", "imported_modules", "valid_specs"]
+__all__ = ["TYPES", "UNREADABLE_NPZ", "WEIGHT_CORRUPTIONS", "WEIGHT_ROUTES", "assert_weights_refused",
+           "corrupt_weights", "imported_modules", "unreadable_npz", "valid_specs"]
 
 TYPES = ["residual", "bottleneck", "mbconv"]
 
@@ -70,3 +75,76 @@ def imported_modules(source: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             names.add("." * node.level + (node.module or ""))
     return names
+
+
+# ---------------------------------------------------------------- the weights kit
+
+
+def _last(a: Any, value: float) -> Any:
+    import numpy as np
+
+    return np.where(np.arange(a.size).reshape(a.shape) == a.size - 1, value, a)
+
+
+# kind -> how one array is replaced (None: its name is dropped from the source).
+WEIGHT_CORRUPTIONS: dict[str, Callable[[Any], Any] | None] = {
+    "object": lambda a: a.astype(object),
+    "str": lambda a: a.astype(str),
+    "bool": lambda a: a.astype(bool),
+    "complex": lambda a: a.astype("complex64"),
+    "nan": lambda a: _last(a, float("nan")),
+    "inf": lambda a: a * 0 + float("inf"),
+    "-inf": lambda a: _last(a, float("-inf")),
+    "none": lambda a: None,
+    "ragged": lambda a: [[1.0], [1.0, 2.0]],
+    "shape": lambda a: a.reshape(-1)[:-1] if a.size > 1 else a.reshape(1, 1),
+    "missing": None,
+}
+# (route, kind): a mapping may hold anything; an .npz only arrays (np.savez cannot store a ragged list).
+WEIGHT_ROUTES = [(route, kind) for route in ("mapping", "npz") for kind in WEIGHT_CORRUPTIONS
+                 if not (route == "npz" and kind == "ragged")]
+UNREADABLE_NPZ = ("missing", "directory", "not-a-zip", "truncated")
+
+
+def corrupt_weights(arrays: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    """A copy of ``arrays`` with ``name`` corrupted as ``kind`` (a key of ``WEIGHT_CORRUPTIONS``)."""
+    import numpy as np
+
+    arrays = dict(arrays)
+    change = WEIGHT_CORRUPTIONS[kind]
+    if change is None:
+        del arrays[name]
+    else:
+        arrays[name] = change(np.asarray(arrays[name]))
+    return arrays
+
+
+def unreadable_npz(folder: Path, kind: str) -> str:
+    """An .npz path in ``folder`` that cannot be read: ``missing``, a ``directory``, ``not-a-zip``, ``truncated``."""
+    import numpy as np
+
+    path = Path(folder) / f"{kind}.npz"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "not-a-zip":
+        path.write_text("these are not weights")
+    elif kind == "truncated":
+        np.savez(path, **{f"w{i}": np.ones((8, 8), np.float32) for i in range(4)})
+        path.write_bytes(path.read_bytes()[:-200])
+    return str(path)
+
+
+def assert_weights_refused(err: BaseException, path: str | None = None, file: str | None = None) -> None:
+    """One ``WeightsError`` whose problems are all located ``Problem``\\ s; ``path`` / ``file`` among them."""
+    import specgraph
+
+    assert isinstance(err, specgraph.WeightsError), type(err)
+    assert err.problems
+    for p in err.problems:
+        assert isinstance(p, specgraph.Problem)
+        assert p.message and (p.path or p.file), p
+    if path is not None:
+        # Model Garden variable names lose Keras's ':0', except an .npz member that cannot be read.
+        assert {path, path.removesuffix(":0")} & {p.path for p in err.problems}, str(err)
+    if file is not None:
+        assert all(p.file == file for p in err.problems), str(err)

@@ -16,36 +16,15 @@ import specgraph_tensorflow as sgt
 import tensorflow as tf
 
 import specgraph
+from specgraph.testing import (
+    UNREADABLE_NPZ,
+    WEIGHT_ROUTES,
+    assert_weights_refused,
+    corrupt_weights,
+    unreadable_npz,
+)
 
 H, W = 256, 384
-
-# name -> how the array is replaced (None: the name is dropped).
-CORRUPTIONS: dict[str, Any] = {
-    "object": lambda a: a.astype(object),
-    "str": lambda a: a.astype(str),
-    "bool": lambda a: a.astype(bool),
-    "complex": lambda a: a.astype(np.complex64),
-    "nan": lambda a: np.where(np.arange(a.size).reshape(a.shape) == a.size - 1, np.nan, a),
-    "inf": lambda a: np.full(a.shape, np.inf, a.dtype),
-    "-inf": lambda a: np.where(np.arange(a.size).reshape(a.shape) == 0, -np.inf, a),
-    "none": lambda a: None,
-    "ragged": lambda a: [[1.0], [1.0, 2.0]],
-    "shape": lambda a: np.zeros((*a.shape[:-1], a.shape[-1] + 1), a.dtype),
-    "missing": None,
-}
-# A mapping may hold anything; an .npz only arrays (np.savez cannot store a ragged list).
-ROUTES = [(route, kind) for route in ("mapping", "npz") for kind in CORRUPTIONS
-          if not (route == "npz" and kind == "ragged")]
-UNREADABLE = ["missing", "directory", "not-a-zip", "truncated"]
-
-
-def corrupt(arrays: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
-    arrays = dict(arrays)
-    if CORRUPTIONS[kind] is None:
-        del arrays[name]
-    else:
-        arrays[name] = CORRUPTIONS[kind](np.asarray(arrays[name]))
-    return arrays
 
 
 def snapshot(model: Any) -> list[np.ndarray]:
@@ -61,20 +40,6 @@ def assert_unchanged(model: Any, before: list[np.ndarray]) -> None:
     assert not changed, changed[:5]
 
 
-def assert_refused(err: BaseException, path: str | None = None, file: str | None = None) -> None:
-    """One WeightsError; every problem a Problem with a message and a place; ``path`` / ``file`` among them."""
-    assert isinstance(err, specgraph.WeightsError), type(err)
-    assert isinstance(err, sgt.WeightMismatchError)  # the old name still catches it
-    assert err.problems
-    for p in err.problems:
-        assert isinstance(p, specgraph.Problem)
-        assert p.message and (p.path or p.file), p
-    if path is not None:
-        assert path in {p.path for p in err.problems}, str(err)
-    if file is not None:
-        assert all(p.file == file for p in err.problems), str(err)
-
-
 @pytest.fixture(scope="module")
 def small():
     """A Mobile-49XS and another one's weights (a different random init) to load into it."""
@@ -84,49 +49,47 @@ def small():
     return model, {k: v.numpy() for k, v in sgt.weights_dict(build()).items()}
 
 
-@pytest.mark.parametrize(("route", "kind"), ROUTES)
+@pytest.mark.parametrize(("route", "kind"), WEIGHT_ROUTES)
 def test_bad_entry_loads_nothing(small, tmp_path, route, kind):
     model, source = small
     name = list(source)[-1]
-    arrays = corrupt(source, kind, name)
+    arrays = corrupt_weights(source, kind, name)
     if route == "npz":
         np.savez(tmp_path / "w.npz", **arrays)
         arrays = str(tmp_path / "w.npz")
     before = snapshot(model)
     with pytest.raises(specgraph.WeightsError) as info:
         sgt.load_weights(model, arrays)
-    assert_refused(info.value, path=name, file=arrays if route == "npz" else None)
+    assert_weights_refused(info.value, path=name, file=arrays if route == "npz" else None)
     assert_unchanged(model, before)
 
 
 def test_early_and_late_problems_are_listed_together(small):
     model, source = small
     names = list(source)
-    arrays = corrupt(corrupt(corrupt(source, "nan", names[0]), "str", names[-1]), "missing", names[len(names) // 2])
+    arrays = corrupt_weights(source, "nan", names[0])
+    arrays = corrupt_weights(corrupt_weights(arrays, "str", names[-1]), "missing", names[len(names) // 2])
     before = snapshot(model)
     with pytest.raises(specgraph.WeightsError) as info:
         sgt.load_weights(model, arrays)
-    assert_refused(info.value)
+    assert_weights_refused(info.value)
     assert {p.path for p in info.value.problems} == {names[0], names[-1], names[len(names) // 2]}
     assert_unchanged(model, before)
 
 
-@pytest.mark.parametrize("kind", UNREADABLE)
+@pytest.mark.parametrize("kind", UNREADABLE_NPZ)
 def test_unreadable_npz(small, tmp_path, kind):
     model, _ = small
-    path = tmp_path / f"{kind}.npz"
-    if kind == "directory":
-        path.mkdir()
-    elif kind == "not-a-zip":
-        path.write_text("these are not weights")
-    elif kind == "truncated":
-        np.savez(path, **{f"w{i}": np.ones((8, 8), np.float32) for i in range(4)})
-        path.write_bytes(path.read_bytes()[:-200])
+    path = unreadable_npz(tmp_path, kind)
     before = snapshot(model)
     with pytest.raises(specgraph.WeightsError) as info:
-        sgt.load_weights(model, str(path))
-    assert_refused(info.value, file=str(path))
+        sgt.load_weights(model, path)
+    assert_weights_refused(info.value, file=path)
     assert_unchanged(model, before)
+
+
+def test_the_old_error_name_is_the_same_class():
+    assert sgt.WeightMismatchError is specgraph.WeightsError is sgt.WeightsError
 
 
 @pytest.mark.parametrize("bad", [None, 3])
@@ -178,7 +141,7 @@ def test_non_finite_modelgarden_model_loads_nothing(mg_target, poisoned):
     before = snapshot(mg_target)
     with pytest.raises(specgraph.WeightsError) as info:
         sgt.load_weights(mg_target, poisoned)
-    assert_refused(info.value)
+    assert_weights_refused(info.value)
     assert len(info.value.problems) == 1 and "1 NaN, 1 +inf" in info.value.problems[0].message
     assert_unchanged(mg_target, before)
 
@@ -190,7 +153,7 @@ def test_non_finite_checkpoint_loads_nothing(mg_target, poisoned, tmp_path):
     before = snapshot(mg_target)
     with pytest.raises(specgraph.WeightsError) as info:
         sgt.load_weights(mg_target, path)
-    assert_refused(info.value)
+    assert_weights_refused(info.value)
     assert len(info.value.problems) == 1 and "non-finite" in info.value.problems[0].message
     assert_unchanged(mg_target, before)
 
@@ -205,5 +168,5 @@ def test_unreadable_checkpoint(mg_target, tmp_path, kind):
     before = snapshot(mg_target)
     with pytest.raises(specgraph.WeightsError) as info:
         sgt.load_weights(mg_target, str(path))
-    assert_refused(info.value, file=str(path))
+    assert_weights_refused(info.value, file=str(path))
     assert_unchanged(mg_target, before)

@@ -7,7 +7,6 @@ have overwritten everything before it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -15,52 +14,15 @@ import specgraph_torch
 import torch
 
 import specgraph
+from specgraph.testing import (
+    UNREADABLE_NPZ,
+    WEIGHT_ROUTES,
+    assert_weights_refused,
+    corrupt_weights,
+    unreadable_npz,
+)
 
 SMALL = Path(__file__).parents[1] / "data" / "small.toml"
-
-
-# name -> how the array is replaced (None: the name is dropped).
-CORRUPTIONS: dict[str, Any] = {
-    "object": lambda a: a.astype(object),
-    "str": lambda a: a.astype(str),
-    "bool": lambda a: a.astype(bool),
-    "complex": lambda a: a.astype(np.complex64),
-    "nan": lambda a: np.where(np.arange(a.size).reshape(a.shape) == a.size - 1, np.nan, a),
-    "inf": lambda a: np.full(a.shape, np.inf, a.dtype),
-    "-inf": lambda a: np.where(np.arange(a.size).reshape(a.shape) == 0, -np.inf, a),
-    "none": lambda a: None,
-    "ragged": lambda a: [[1.0], [1.0, 2.0]],
-    "shape": lambda a: np.zeros((*a.shape[:-1], a.shape[-1] + 1), a.dtype),
-    "missing": None,
-}
-
-
-def corrupt(arrays: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
-    arrays = dict(arrays)
-    if CORRUPTIONS[kind] is None:
-        del arrays[name]
-    else:
-        arrays[name] = CORRUPTIONS[kind](np.asarray(arrays[name]))
-    return arrays
-
-
-def unreadable(tmp_path: Path, kind: str) -> str:
-    """An .npz path that cannot be read: missing, a directory, not a zip, a truncated zip."""
-    path = tmp_path / f"{kind}.npz"
-    if kind == "directory":
-        path.mkdir()
-    elif kind == "not-a-zip":
-        path.write_text("these are not weights")
-    elif kind == "truncated":
-        np.savez(path, **{f"w{i}": np.ones((8, 8), np.float32) for i in range(4)})
-        path.write_bytes(path.read_bytes()[:-200])
-    return str(path)
-
-
-UNREADABLE = ["missing", "directory", "not-a-zip", "truncated"]
-# A mapping may hold anything; an .npz only arrays (np.savez cannot store a ragged list).
-ROUTES = [(route, kind) for route in ("mapping", "npz") for kind in CORRUPTIONS
-          if not (route == "npz" and kind == "ragged")]
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -72,20 +34,6 @@ def assert_unchanged(model: torch.nn.Module, before: dict[str, torch.Tensor]) ->
     assert after.keys() == before.keys()
     changed = [k for k in before if after[k].dtype != before[k].dtype or not torch.equal(after[k], before[k])]
     assert not changed, changed[:5]
-
-
-def assert_refused(err: BaseException, path: str | None = None, file: str | None = None) -> None:
-    """One WeightsError; every problem a Problem with a message and a place; ``path`` / ``file`` among them."""
-    assert isinstance(err, specgraph.WeightsError), type(err)
-    assert err.problems
-    for p in err.problems:
-        assert isinstance(p, specgraph.Problem)
-        assert p.message and (p.path or p.file), p
-    if path is not None:
-        # The Model Garden loader names variables without Keras's ':0', except an .npz member it cannot read.
-        assert {path, path.removesuffix(":0")} & {p.path for p in err.problems}, str(err)
-    if file is not None:
-        assert all(p.file == file for p in err.problems), str(err)
 
 
 # --- load_structural: a specgraph model and .npz files only (fast) ---
@@ -101,43 +49,44 @@ def small():
     return model, source
 
 
-@pytest.mark.parametrize(("route", "kind"), ROUTES)
+@pytest.mark.parametrize(("route", "kind"), WEIGHT_ROUTES)
 def test_structural_bad_entry_loads_nothing(small, tmp_path, route, kind):
     model, source = small
     name = list(source)[-1]
-    arrays = corrupt(source, kind, name)
+    arrays = corrupt_weights(source, kind, name)
     if route == "npz":
         np.savez(tmp_path / "w.npz", **arrays)
         arrays = str(tmp_path / "w.npz")
     before = snapshot(model)
     with pytest.raises(specgraph.WeightsError) as info:
         specgraph_torch.load_structural(model, arrays)
-    assert_refused(info.value, path=name, file=arrays if route == "npz" else None)
+    assert_weights_refused(info.value, path=name, file=arrays if route == "npz" else None)
     assert_unchanged(model, before)
 
 
 def test_structural_lists_early_and_late_problems_together(small):
     model, source = small
     names = list(source)
-    arrays = corrupt(corrupt(corrupt(source, "nan", names[0]), "bool", names[-1]), "missing", names[len(names) // 2])
+    arrays = corrupt_weights(source, "nan", names[0])
+    arrays = corrupt_weights(corrupt_weights(arrays, "bool", names[-1]), "missing", names[len(names) // 2])
     arrays["nonesuch/op0/kernel"] = np.zeros(3, np.float32)
     before = snapshot(model)
     with pytest.raises(specgraph.WeightsError) as info:
         specgraph_torch.load_structural(model, arrays)
-    assert_refused(info.value)
+    assert_weights_refused(info.value)
     assert {p.path for p in info.value.problems} == {names[0], names[-1], names[len(names) // 2],
                                                      "nonesuch/op0/kernel"}
     assert_unchanged(model, before)
 
 
-@pytest.mark.parametrize("kind", UNREADABLE)
+@pytest.mark.parametrize("kind", UNREADABLE_NPZ)
 def test_structural_unreadable_file(small, tmp_path, kind):
     model, _ = small
-    path = unreadable(tmp_path, kind)
+    path = unreadable_npz(tmp_path, kind)
     before = snapshot(model)
     with pytest.raises(specgraph.WeightsError) as info:
         specgraph_torch.load_structural(model, path)
-    assert_refused(info.value, file=path)
+    assert_weights_refused(info.value, file=path)
     assert_unchanged(model, before)
 
 
@@ -175,13 +124,13 @@ def mg_target():
     return specgraph_torch.compile(plan)
 
 
-@pytest.mark.parametrize("kind", UNREADABLE)
+@pytest.mark.parametrize("kind", UNREADABLE_NPZ)
 def test_modelgarden_unreadable_npz(mg_target, tmp_path, kind):
-    path = unreadable(tmp_path, kind)
+    path = unreadable_npz(tmp_path, kind)
     before = snapshot(mg_target)
     with pytest.raises(specgraph.WeightsError) as info:
         specgraph_torch.load_modelgarden_weights(mg_target, path)
-    assert_refused(info.value, file=path)
+    assert_weights_refused(info.value, file=path)
     assert_unchanged(mg_target, before)
 
 
@@ -195,7 +144,7 @@ def test_modelgarden_name_given_twice(mg_target):
     before = snapshot(mg_target)
     with pytest.raises(specgraph.WeightsError) as info:
         specgraph_torch.load_modelgarden_weights(mg_target, {"conv2d/kernel:0": np.zeros(1), "conv2d/kernel": 0})
-    assert_refused(info.value, path="conv2d/kernel")
+    assert_weights_refused(info.value, path="conv2d/kernel")
     assert_unchanged(mg_target, before)
 
 
@@ -207,17 +156,17 @@ def mg_arrays(modelgarden):
 
 @pytest.mark.slow
 @pytest.mark.modelgarden
-@pytest.mark.parametrize(("route", "kind"), ROUTES)
+@pytest.mark.parametrize(("route", "kind"), WEIGHT_ROUTES)
 def test_modelgarden_bad_entry_loads_nothing(mg_target, mg_arrays, tmp_path, route, kind):
     name = list(mg_arrays)[-1]
-    arrays = corrupt(mg_arrays, kind, name)
+    arrays = corrupt_weights(mg_arrays, kind, name)
     if route == "npz":
         np.savez(tmp_path / "w.npz", **arrays)
         arrays = str(tmp_path / "w.npz")
     before = snapshot(mg_target)
     with pytest.raises(specgraph.WeightsError) as info:
         specgraph_torch.load_modelgarden_weights(mg_target, arrays)
-    assert_refused(info.value, path=name, file=arrays if route == "npz" else None)
+    assert_weights_refused(info.value, path=name, file=arrays if route == "npz" else None)
     assert_unchanged(mg_target, before)
 
 
@@ -234,7 +183,7 @@ def test_modelgarden_nan_in_a_keras_model_loads_nothing(mg_target, modelgarden):
             specgraph_torch.load_modelgarden_weights(mg_target, mg)
     finally:
         variable.assign(kept)  # the Model Garden model is shared by the session
-    assert_refused(info.value, path=variable.name.removesuffix(":0"))
+    assert_weights_refused(info.value, path=variable.name.removesuffix(":0"))
     assert_unchanged(mg_target, before)
 
 
@@ -251,5 +200,5 @@ def test_modelgarden_unreadable_checkpoint(mg_target, tmp_path, kind):
     before = snapshot(mg_target)
     with pytest.raises(specgraph.WeightsError) as info:
         specgraph_torch.load_modelgarden_weights(mg_target, str(path))
-    assert_refused(info.value, file=str(path))
+    assert_weights_refused(info.value, file=str(path))
     assert_unchanged(mg_target, before)
