@@ -191,13 +191,17 @@ def _from_checkpoint(path: str, plan: Plan) -> dict[str, np.ndarray]:
     import tf_keras
     from official.vision.modeling.backbones import spinenet, spinenet_mobile
 
+    try:  # read the index before building a model: an unreadable path fails in milliseconds
+        tf.train.load_checkpoint(path)
+    except (tf.errors.OpError, ValueError) as exc:  # missing, a directory, not a checkpoint
+        raise WeightsError(Problem(f"cannot read the checkpoint: {_first_line(exc)}", file=path)) from exc
     cls_name, kwargs = modelgarden_kwargs(plan)
     cls = spinenet.SpineNet if cls_name == "SpineNet" else spinenet_mobile.SpineNetMobile
     shape = [None, *plan.input_size, plan.input_channels]
     model = cls(input_specs=tf_keras.layers.InputSpec(shape=shape), **kwargs)
     try:
         status = tf.train.Checkpoint(model=model).read(path)
-    except (tf.errors.OpError, ValueError) as exc:  # missing, a directory, not a checkpoint
+    except (tf.errors.OpError, ValueError) as exc:
         raise WeightsError(Problem(f"cannot read the checkpoint: {_first_line(exc)}", file=path)) from exc
     try:
         status.assert_consumed()
