@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -151,30 +152,98 @@ def modelgarden_reference(plan: Plan, *, fixed_size: bool = True) -> Any:
     raise WeightsError(Problem("no Model Garden model has this spec and variant", f"{plan.spec_name} {plan.variant}"))
 
 
-def _root_key(path: str) -> str | None:
-    names = [n for n, _ in tf.train.list_variables(path) if n.endswith("/.ATTRIBUTES/VARIABLE_VALUE")]
-    roots = {n.split("/", 1)[0] for n in names} - {"save_counter"}
-    if len(roots) == 1:
-        root = roots.pop()
-        return None if root.startswith("layer") else root
-    raise WeightsError(Problem(f"cannot tell which object holds the model (top-level keys {sorted(roots)})", file=path))
+_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
+_LAYER = "/layer_with_weights-"
+
+
+def _backbone_prefix(shapes: dict[str, list[int]], weighted_layers: int, path: str) -> str:
+    """The object path of the backbone inside a checkpoint, found by structure: the Keras model whose
+    ``layer_with_weights-K`` children number exactly as many as Model Garden's backbone has.
+
+    A backbone-only checkpoint keeps it under its own name (``model``), a Model Garden training
+    checkpoint under ``model/backbone``, beside the decoder, the head and the optimizer."""
+    layers: dict[str, set[str]] = {}
+    for key in shapes:
+        marked = "/" + key
+        if key.endswith(_VALUE) and _LAYER in marked and ".OPTIMIZER_SLOT" not in key:
+            prefix, rest = marked.split(_LAYER, 1)
+            layers.setdefault(prefix.lstrip("/"), set()).add(rest.split("/", 1)[0])
+    found = [prefix for prefix, children in layers.items() if len(children) == weighted_layers]
+    if len(found) == 1:
+        return found[0]
+    sizes = ", ".join(f"{p or '(root)'}: {len(c)}" for p, c in sorted(layers.items())) or "none"
+    raise WeightsError(Problem(f"no Keras model in the checkpoint has the {weighted_layers} weighted layers of the "
+                               f"Model Garden backbone (weighted layers per model: {sizes})" if not found else
+                               f"several models could be the backbone: {', '.join(found)}", file=path))
+
+
+def _under(prefix: str, model: Any) -> Any:
+    """A checkpoint root that reaches ``model`` along ``prefix``'s object path (``model/backbone``)."""
+    root = model
+    for name in reversed(prefix.split("/") if prefix else []):
+        root = tf.train.Checkpoint(**{name: root})
+    return root if prefix else tf.train.Checkpoint(root=model)
+
+
+def _structural_names(plan: Plan, mg: Any) -> dict[int, str]:
+    """Index in ``mg.weights`` -> specgraph's weight name (``sp3/in0/op0/kernel``), read off the Model Garden
+    mapping itself: ``mg``'s variables hold their own indices (see :func:`_differences`)."""
+    from ._model import compile
+
+    arrays, _ = modelgarden_arrays(compile(plan, check_memory=False), mg)
+    return {int(np.asarray(a).flat[0]): name for name, a in arrays.items() if np.size(a)}
+
+
+def _differences(plan: Plan, mg: Any, prefix: str, shapes: dict[str, list[int]]) -> list[Problem]:
+    """What the checkpoint holds under ``prefix`` against what ``mg`` expects, by specgraph's weight names.
+
+    ``mg`` is written to a scratch checkpoint with every variable filled with its own index, which
+    tells which checkpoint key is which variable (Keras names are not in the checkpoint)."""
+    import tempfile
+
+    for i, variable in enumerate(mg.weights):
+        variable.assign(tf.fill(variable.shape, float(i)))
+    with tempfile.TemporaryDirectory() as folder:
+        probe = _under(prefix, mg).write(f"{folder}/probe")
+        reader = tf.train.load_checkpoint(probe)
+        expected = {key: (shape, reader.get_tensor(key)) for key, shape in tf.train.list_variables(probe)
+                    if key.endswith(_VALUE)}
+    names = _structural_names(plan, mg)
+    problems = []
+    for key, (shape, marks) in sorted(expected.items()):
+        name = names.get(int(marks.flat[0]), mg.weights[int(marks.flat[0])].name) if marks.size else key
+        theirs = shapes.get(key)
+        if theirs is None:
+            problems.append(Problem(f"missing from the checkpoint (expected shape {list(shape)}; key {key})", name))
+        elif list(theirs) != list(shape):
+            problems.append(Problem(f"shape {list(theirs)} in the checkpoint, {list(shape)} in the model", name))
+    return problems
 
 
 def modelgarden_from_checkpoint(plan: Plan, path: str) -> Any:
-    """Restore a ``tf.train.Checkpoint``-written Model Garden model of ``plan``'s architecture."""
+    """Restore the Model Garden backbone of ``plan``'s architecture from any checkpoint holding one:
+    ``tf.train.Checkpoint(model=backbone)`` written with ``write()`` or ``save()``, or a Model Garden
+    training checkpoint (RetinaNet, Mask R-CNN: ``model/backbone``, found by structure)."""
     try:
-        root = _root_key(path)
+        shapes = dict(tf.train.list_variables(path))
     except (tf.errors.OpError, ValueError) as exc:  # missing, a directory, not a checkpoint
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise WeightsError(Problem(f"cannot read the checkpoint: {first}", file=path)) from exc
-    errors = []
+    errors: list[Problem] = []
     for fixed in (True, False):  # a model built at an unknown width lacks the merge-only block
         mg = modelgarden_reference(plan, fixed_size=fixed)
-        ckpt = tf.train.Checkpoint(**{root: mg}) if root else tf.train.Checkpoint(root=mg)
+        weighted = sum(1 for layer in mg.layers if layer.weights)
         try:
-            ckpt.read(path).assert_existing_objects_matched()
+            prefix = _backbone_prefix(shapes, weighted, path)
+        except WeightsError as exc:
+            errors = list(exc.problems)
+            continue
+        try:
+            _under(prefix, mg).read(path).assert_existing_objects_matched()
             return mg
-        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as exc:
-            errors.append(str(exc).splitlines()[0])
-    raise WeightsError(Problem(f"does not hold a Model Garden {plan.spec_name}-{plan.variant}: " + "; ".join(errors),
-                               file=path))
+        except (AssertionError, ValueError, tf.errors.InvalidArgumentError):
+            differences = _differences(plan, mg, prefix, shapes)
+            errors = [Problem(f"the checkpoint holds another network than {plan.spec_name} {plan.variant} (another "
+                              f"variant or spec?): {len(differences)} weight(s) differ", file=path), *differences]
+            break
+    raise WeightsError([Problem(p.message, p.path, path) for p in errors])

@@ -186,29 +186,15 @@ def modelgarden_kwargs(plan: Plan) -> tuple[str, dict[str, Any]]:
 
 
 def _from_checkpoint(path: str, plan: Plan) -> dict[str, np.ndarray]:
-    """Restore a ``tf.train.Checkpoint(model=...)`` into a freshly built Model Garden model."""
-    import tensorflow as tf
-    import tf_keras
-    from official.vision.modeling.backbones import spinenet, spinenet_mobile
-
-    try:  # read the index before building a model: an unreadable path fails in milliseconds
-        tf.train.load_checkpoint(path)
-    except (tf.errors.OpError, ValueError) as exc:  # missing, a directory, not a checkpoint
-        raise WeightsError(Problem(f"cannot read the checkpoint: {_first_line(exc)}", file=path)) from exc
-    cls_name, kwargs = modelgarden_kwargs(plan)
-    cls = spinenet.SpineNet if cls_name == "SpineNet" else spinenet_mobile.SpineNetMobile
-    shape = [None, *plan.input_size, plan.input_channels]
-    model = cls(input_specs=tf_keras.layers.InputSpec(shape=shape), **kwargs)
+    """The Model Garden backbone's variables from any checkpoint holding one (backbone-only, written with
+    ``write()`` or ``save()``, or a RetinaNet / Mask R-CNN training checkpoint): the TensorFlow backend's
+    reader, which knows Model Garden's checkpoint layout (the ``modelgarden`` extra installs it)."""
     try:
-        status = tf.train.Checkpoint(model=model).read(path)
-    except (tf.errors.OpError, ValueError) as exc:
-        raise WeightsError(Problem(f"cannot read the checkpoint: {_first_line(exc)}", file=path)) from exc
-    try:
-        status.assert_consumed()
-    except (AssertionError, ValueError) as exc:
-        raise WeightsError(Problem(f"the checkpoint does not fit {cls_name} {plan.variant}: {_first_line(exc)}",
-                                   file=path)) from exc
-    return _from_keras(model)
+        from specgraph_tensorflow._mg_weights import modelgarden_from_checkpoint
+    except ImportError as exc:
+        raise WeightsError(Problem("reading a Model Garden checkpoint needs specgraph-tensorflow and Model Garden: "
+                                   "pip install 'specgraph-torch[modelgarden]'", file=path)) from exc
+    return _from_keras(modelgarden_from_checkpoint(plan, path))
 
 
 def _first_line(exc: Exception) -> str:
