@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -244,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = f"specgraph {args.command}"
         return args.run(args)
     except KeyboardInterrupt:
+        with contextlib.suppress(ValueError):  # a second Ctrl-C must not interrupt the message
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         _say(f"{command}: interrupted")
         return EXIT_INTERRUPTED
     except _OutputError as exc:

