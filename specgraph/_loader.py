@@ -37,7 +37,7 @@ def format_path(loc: tuple | list) -> str:
     """``('blocks', 7, 'inputs', 1)`` -> ``blocks[7].inputs[1]``."""
     out = ""
     for i, part in enumerate(loc):
-        if i == 1 and loc[0] == "filters" and isinstance(part, str) and re.fullmatch("[0-9]{1,2}", part):
+        if i == 1 and loc[0] == "filters" and isinstance(part, str) and re.fullmatch("-?[0-9]+", part):
             part = int(part)  # a level key, whether the format wrote it as a number or a string
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
@@ -100,6 +100,11 @@ class _Lines:
         return bisect.bisect_right(self.starts, offset)
 
 
+def _duplicate(key: str, first: int, path: str, file: str | None, line: int) -> Problem:
+    return Problem(f"duplicate key {brief(key)} (first at line {first}); each key may appear once: remove or "
+                   "rename one", path, file, line)
+
+
 def _yaml_lines(root: yaml.Node, out: dict[str, int], problems: list[Problem], file: str | None) -> None:
     """Record the line of every path, and report duplicate keys with both lines.
 
@@ -120,13 +125,9 @@ def _yaml_lines(root: yaml.Node, out: dict[str, int], problems: list[Problem], f
                 line = key.start_mark.line + 1
                 k: Any = key.value
                 if (key.tag, k) in first:
-                    problems.append(Problem(f"duplicate key {k!r} (first at line {first[key.tag, k]}); each key "
-                                            "may appear once: remove or rename one", format_path((*loc, k)), file,
-                                            line))
+                    problems.append(_duplicate(k, first[key.tag, k], format_path((*loc, k)), file, line))
                     continue
                 first[key.tag, k] = line
-                if re.fullmatch(r"-?[0-9]+", k) and loc and loc[-1] == "filters":
-                    k = int(k)
                 out[format_path((*loc, k))] = line
                 stack.append((value, (*loc, k)))
         elif isinstance(node, yaml.SequenceNode):
@@ -157,8 +158,7 @@ def _json_lines(text: str, problems: list[Problem], file: str | None) -> dict[st
             key = json.loads(token)
             path = format_path((*frame[0], key))
             if key in frame[3]:
-                problems.append(Problem(f"duplicate key {key!r} (first at line {frame[3][key]}); each key may "
-                                        "appear once: remove or rename one", path, file, line))
+                problems.append(_duplicate(key, frame[3][key], path, file, line))
             frame[3].setdefault(key, line)
             frame[2] = key
             out.setdefault(path, line)
@@ -222,14 +222,13 @@ def _toml_lines(text: str) -> dict[str, int]:
                 index = counts.get(parts, 0)
                 counts[parts] = index + 1
                 parts = (*parts, index)
-            table = tuple(int(p) if isinstance(p, str) and p.isdigit() and parts[:1] == ("filters",) else p
-                          for p in parts)
+            table = parts
             out.setdefault(format_path(table), number)
             continue
         key = _TOML_KEY.match(line)
         if key:
             name = key.group(1).strip("\"'")
-            sub = (*table, int(name) if table == ("filters",) and name.isdigit() else name)
+            sub = (*table, name)
             out.setdefault(format_path(sub), number)
             rest = stripped.split("=", 1)[1].strip() if "=" in stripped else ""
             if rest.startswith("[") and rest.count("[") > rest.count("]"):
@@ -579,7 +578,7 @@ def dumps(spec: Spec, fmt: str = "yaml") -> str:
         return json.dumps(data, indent=2)
     if fmt == "toml":
         return _toml_dump(data)
-    raise ValueError(f"unknown format {fmt!r}; use yaml, toml or json")
+    raise ArgumentError(f"fmt: unknown format {brief(fmt)}; use yaml, toml or json")
 
 
 def _prune_none(value: Any) -> Any:

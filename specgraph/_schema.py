@@ -254,11 +254,8 @@ class Spec(_Model):
 
     def dumps(self, fmt: Literal["yaml", "toml", "json"] = "yaml") -> str:
         """The spec as TOML, YAML or JSON text that ``load`` reads back to an equal spec."""
-        from ._errors import ArgumentError
         from ._loader import dumps
 
-        if fmt not in ("yaml", "toml", "json"):
-            raise ArgumentError(f"fmt: unknown format {brief(fmt)}; use yaml, toml or json")
         return dumps(self, fmt)
 
     def _repr_svg_(self) -> str | None:  # Jupyter

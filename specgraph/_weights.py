@@ -21,7 +21,7 @@ from ._errors import Problem, WeightsError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Target", "check_weights", "convert_weights", "read_npz"]
+__all__ = ["Target", "check_weights", "convert_weights", "first_line", "read_npz"]
 
 # Why an array of each refused dtype kind cannot become a float weight.
 _REFUSED_KINDS = {"b": "booleans", "c": "complex numbers", "O": "Python objects", "U": "text", "S": "bytes",
@@ -87,7 +87,7 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             try:
                 arrays[name] = data[name]
             except Exception as exc:  # a truncated or corrupt member, or a pickled object array
-                problems.append(Problem(f"cannot read this array ({type(exc).__name__}: {_first_line(exc)})", name,
+                problems.append(Problem(f"cannot read this array ({type(exc).__name__}: {first_line(exc)})", name,
                                         file))
     if problems:
         raise WeightsError(problems)
@@ -107,10 +107,11 @@ def _why_unreadable(exc: Exception) -> str:
         return "a directory, not a file"
     if isinstance(exc, PermissionError):
         return "permission denied"
-    return f"not a valid .npz archive ({type(exc).__name__}: {_first_line(exc)})"
+    return f"not a valid .npz archive ({type(exc).__name__}: {first_line(exc)})"
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for a one-line problem."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else "no details"
 
@@ -160,7 +161,7 @@ def _convert(value: Any, target: Target) -> tuple[np.ndarray | None, list[str]]:
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, as a non-finite value
             converted = array.astype(dtype, copy=False)
     except (TypeError, ValueError) as exc:
-        return None, [*messages, f"dtype {array.dtype} cannot be converted to {dtype}: {_first_line(exc)}"]
+        return None, [*messages, f"dtype {array.dtype} cannot be converted to {dtype}: {first_line(exc)}"]
     finite = np.isfinite(converted)
     if not finite.all():
         messages.append(_non_finite(array, converted, ~finite, dtype))
@@ -177,7 +178,7 @@ def _as_array(value: Any) -> tuple[np.ndarray | None, str]:
     try:
         array = np.asarray(value)
     except Exception as exc:  # a ragged list, a tensor numpy cannot view...: whatever asarray rejects
-        return None, f"not an array: got {type(value).__name__} ({_first_line(exc)})"
+        return None, f"not an array: got {type(value).__name__} ({first_line(exc)})"
     if array.dtype.kind == "O":  # e.g. a list holding None: numpy keeps the Python objects
         return None, f"not an array of numbers: got {type(value).__name__} of Python objects"
     return array, ""

@@ -19,6 +19,7 @@ import tensorflow as tf
 import tf_keras
 
 from specgraph import Plan, Problem, WeightsError
+from specgraph._weights import first_line
 
 from ._layers import ConvNorm, Fuse
 from ._units import BlockUnit
@@ -227,8 +228,7 @@ def modelgarden_from_checkpoint(plan: Plan, path: str) -> Any:
     try:
         shapes = dict(tf.train.list_variables(path))
     except (tf.errors.OpError, ValueError) as exc:  # missing, a directory, not a checkpoint
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise WeightsError(Problem(f"cannot read the checkpoint: {first}", file=path)) from exc
+        raise WeightsError(Problem(f"cannot read the checkpoint: {first_line(exc)}", file=path)) from exc
     errors: list[Problem] = []
     for fixed in (True, False):  # a model built at an unknown width lacks the merge-only block
         mg = modelgarden_reference(plan, fixed_size=fixed)

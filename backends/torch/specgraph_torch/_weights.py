@@ -197,10 +197,6 @@ def _from_checkpoint(path: str, plan: Plan) -> dict[str, np.ndarray]:
     return _from_keras(modelgarden_from_checkpoint(plan, path))
 
 
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _from_keras(model: Any) -> dict[str, np.ndarray]:
     return {w.name.removesuffix(":0"): np.asarray(w.numpy()) for w in model.weights}
 
@@ -238,9 +234,7 @@ def _read(source: Any, plan: Plan) -> tuple[dict[str, Any], str | None]:
 
 
 def require_model(model: Any) -> None:
-    if not isinstance(model, SpecgraphNet):
-        raise ArgumentError(Problem(f"expected a SpecgraphNet (specgraph_torch.compile); got {type(model).__name__}",
-                                    "model"))
+    ArgumentError.expect(model, SpecgraphNet, "model", "a SpecgraphNet (specgraph_torch.compile)")
 
 
 def _resolve(entries: list[_Entry], names: set[str]) -> dict[str, _Entry]:
