@@ -4,7 +4,7 @@
 """
 
 from ._emit import emit
-from ._export import export, fold_batch_norm, optimize_for_inference, to_onnx
+from ._export import dynamic_shapes, export, fold_batch_norm, min_dynamic_side, optimize_for_inference, to_onnx
 from ._fused import InferenceNet, onednn_available
 from ._interop import load_structural, structural_name, to_structural
 from ._memory import reuse_freed_memory
@@ -22,11 +22,13 @@ __all__ = [
     "WeightsError",
     "__version__",
     "compile",
+    "dynamic_shapes",
     "emit",
     "export",
     "fold_batch_norm",
     "load_modelgarden_weights",
     "load_structural",
+    "min_dynamic_side",
     "modelgarden_kwargs",
     "modelgarden_names",
     "onednn_available",

@@ -11,12 +11,14 @@ import torch
 from torch import nn
 
 from specgraph import ArgumentError
+from specgraph.backend_api import output_name
 
 from ._fused import InferenceNet
 from ._model import SpecgraphNet
 from ._ops import ConvNormAct
 
-__all__ = ["export", "fold_batch_norm", "optimize_for_inference", "to_onnx"]
+__all__ = ["dynamic_shapes", "export", "fold_batch_norm", "min_dynamic_side", "optimize_for_inference",
+           "to_onnx"]
 
 
 def fold_batch_norm(unit: ConvNormAct) -> None:
@@ -61,19 +63,68 @@ def optimize_for_inference(model: SpecgraphNet, channels_last: bool = True,
 def _expect_model_and_example(model: Any, example: Any) -> None:
     ArgumentError.expect(model, SpecgraphNet, "model", "a SpecgraphNet (specgraph_torch.compile)")
     ArgumentError.expect(example, torch.Tensor, "example", "an NCHW image batch (torch.Tensor)")
+    if example.dim() != 4:
+        raise ArgumentError(f"example: expected an NCHW image batch (4 dimensions), got shape {list(example.shape)}")
 
 
-def export(model: SpecgraphNet, example: torch.Tensor, **kwargs: Any) -> torch.export.ExportedProgram:
-    """``torch.export.export`` of the model in eval mode on one example batch."""
+# Largest batch and side the dynamic dimensions admit (a bound is required; these are far above
+# what fits in memory at SpineNet's widths).
+MAX_DYNAMIC_BATCH = 1024
+MAX_DYNAMIC_SIDE = 16384
+
+
+def min_dynamic_side(model: SpecgraphNet) -> int:
+    """The smallest H and W a dynamic export admits: ``2**max_level + 1``, so every level is at least
+    2 pixels; at 1 pixel torch's shape analysis cannot decide contiguity and broadcasting."""
+    return 2**model.plan.max_level + 1
+
+
+def dynamic_shapes(model: SpecgraphNet) -> tuple[dict[int, Any]]:
+    """``torch.export`` dynamic shapes for the images: batch 1..1024, H and W 2**max_level+1..16384."""
+    side = min_dynamic_side(model)
+    dim = torch.export.Dim
+    return ({0: dim("batch", min=1, max=MAX_DYNAMIC_BATCH),
+             2: dim("height", min=side, max=MAX_DYNAMIC_SIDE),
+             3: dim("width", min=side, max=MAX_DYNAMIC_SIDE)},)
+
+
+def _trace_example(model: SpecgraphNet, example: torch.Tensor, dynamic: bool) -> torch.Tensor:
+    """The tensor traced: the example, or for a dynamic export one of its shape raised to at least
+    batch 2 and the minimum side (torch specialises a dimension seen as 1; only shapes are traced)."""
+    if not dynamic:
+        return example
+    n, c, h, w = example.shape
+    side = min_dynamic_side(model)
+    shape = (max(n, 2), c, max(h, side), max(w, side))
+    return example if tuple(example.shape) == shape else example.new_zeros(shape)
+
+
+def export(model: SpecgraphNet, example: torch.Tensor, *, dynamic: bool = True,
+           **kwargs: Any) -> torch.export.ExportedProgram:
+    """``torch.export.export`` of the model in eval mode.
+
+    ``dynamic=True``: one program for any batch (1..1024) and any H, W from ``2**max_level + 1``
+    (129 for P7) to 16384, exact (same padding and crops as eager) at every size. ``dynamic=False``:
+    fixed to the example's shape. ``dynamic_shapes=`` in ``kwargs`` overrides both.
+    """
     _expect_model_and_example(model, example)
-    return torch.export.export(model.eval(), (example,), **kwargs)
+    if dynamic and "dynamic_shapes" not in kwargs:
+        kwargs["dynamic_shapes"] = dynamic_shapes(model)
+    return torch.export.export(model.eval(), (_trace_example(model, example, dynamic),), **kwargs)
 
 
-def to_onnx(model: SpecgraphNet, path: str | Path, example: torch.Tensor, **kwargs: Any) -> Path:
-    """Write an ONNX file; its outputs are the levels in order, named ``level_3`` ...``level_7``."""
+def to_onnx(model: SpecgraphNet, path: str | Path, example: torch.Tensor, *, dynamic: bool = True,
+            **kwargs: Any) -> Path:
+    """Write an ONNX file: input ``images``, outputs ``level_3`` ... ``level_7`` (the levels in order).
+
+    ``dynamic=True``: dimensions ``batch``, ``height``, ``width`` are symbolic, as in :func:`export`.
+    """
     _expect_model_and_example(model, example)
     ArgumentError.expect(path, (str, os.PathLike), "path", "a file path")
-    names = [f"level_{level}" for level, _ in model.plan.endpoints]
+    names = [output_name(level) for level, _ in model.plan.endpoints]
     kwargs.setdefault("dynamo", True)
-    torch.onnx.export(model.eval(), (example,), str(path), input_names=["images"], output_names=names, **kwargs)
+    if dynamic and "dynamic_shapes" not in kwargs:
+        kwargs["dynamic_shapes"] = dynamic_shapes(model)
+    torch.onnx.export(model.eval(), (_trace_example(model, example, dynamic),), str(path), input_names=["images"],
+                      output_names=names, **kwargs)
     return Path(path)

@@ -27,9 +27,11 @@ __all__ = [
     "hard_sigmoid",
     "init_glorot_uniform",
     "init_variance_scaling",
+    "level_size",
     "make_activation",
     "make_norm",
     "same_padding",
+    "same_padding_sym",
 ]
 
 # Keras VarianceScaling divides by the std of a unit normal truncated at +-2.
@@ -42,10 +44,32 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def same_padding_sym(size: Any, kernel: int, stride: int) -> tuple[Any, Any]:
+    """:func:`same_padding` written so that a symbolic ``size`` (torch.export, dynamic shapes) stays
+    simple: the padded length is ``(out - 1) * stride + kernel`` with ``out = (size + stride - 1) //
+    stride``, so the conv's output size simplifies to exactly ``out`` and every path to a level gets
+    the same expression (no guards, no sympy blow-up). ``after`` may be negative when the kernel is
+    smaller than the stride: the rows TF leaves unread are cropped instead of padded."""
+    out = (size + stride - 1) // stride
+    total = (out - 1) * stride + kernel - size
+    if kernel < stride:  # total may be negative; TF pads max(total, 0) and starts at 0
+        return 0, total
+    before = total // 2
+    return before, total - before
+
+
+def level_size(size: Any, level: int) -> Any:
+    """``ceil(size / 2**level)`` as the chain of stride-2 ops computes it (the same symbolic expression)."""
+    for _ in range(level):
+        size = (size + 1) // 2
+    return size
+
+
 def _pad_same(x: torch.Tensor, kernel: int, stride: int, value: float) -> torch.Tensor:
-    top, bottom = same_padding(x.shape[-2], kernel, stride)
-    left, right = same_padding(x.shape[-1], kernel, stride)
-    if top or bottom or left or right:
+    top, bottom = same_padding_sym(x.shape[-2], kernel, stride)
+    left, right = same_padding_sym(x.shape[-1], kernel, stride)
+    # Eager: skip the copy when nothing pads. Traced: no branch on a symbolic size.
+    if torch.compiler.is_compiling() or top or bottom or left or right:
         x = F.pad(x, (left, right, top, bottom), value=value)
     return x
 
@@ -284,10 +308,15 @@ class UpsampleNearest(nn.Module):
         self.factor, self.level = factor, level
 
     def forward(self, x: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-        step = 2**self.level
-        height, width = -(-image_hw[0] // step), -(-image_hw[1] // step)
-        x = F.interpolate(x, scale_factor=float(self.factor), mode="nearest")
-        return x[:, :, :height, :width]
+        height, width = level_size(image_hw[0], self.level), level_size(image_hw[1], self.level)
+        if not torch.compiler.is_compiling():
+            x = F.interpolate(x, scale_factor=float(self.factor), mode="nearest")
+            return x[:, :, :height, :width]
+        # Traced: gather rows/columns ``i // factor`` up to the target size; the same values, and no
+        # guard ``target <= factor * size`` (true, but beyond the symbolic-shape solver).
+        rows = torch.arange(height, device=x.device) // self.factor
+        cols = torch.arange(width, device=x.device) // self.factor
+        return x.index_select(-2, rows).index_select(-1, cols)
 
     def extra_repr(self) -> str:
         return f"factor={self.factor}, level={self.level}"
