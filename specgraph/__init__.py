@@ -24,6 +24,7 @@ from ._errors import (
 # the command line starts fast and handles Ctrl-C from its first moment.
 _LAZY = {
     "available_backends": "_backends", "compile": "_backends", "get_backend": "_backends",
+    "Feature": "_features", "FeatureInfo": "_features",
     "SpecGraph": "_graph", "build_graph": "_graph",
     "LIMITS": "_loader", "Limits": "_loader", "builtin_specs": "_loader", "load": "_loader",
     "from_modelgarden_tuples": "_modelgarden",
@@ -33,10 +34,12 @@ _LAZY = {
     "render_dot": "_render", "render_mermaid": "_render", "render_svg": "_render",
     "Spec": "_schema",
     "NodeStats": "_stats", "Stats": "_stats", "stats": "_stats",
+    "LoadReport": "_weights",
 }
 
 if TYPE_CHECKING:
     from ._backends import available_backends, compile, get_backend
+    from ._features import Feature, FeatureInfo
     from ._graph import SpecGraph, build_graph
     from ._loader import LIMITS, Limits, builtin_specs, load
     from ._modelgarden import from_modelgarden_tuples
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
     from ._render import render_dot, render_mermaid, render_svg
     from ._schema import Spec
     from ._stats import NodeStats, Stats, stats
+    from ._weights import LoadReport
 
 
 def __getattr__(name: str) -> Any:
@@ -70,9 +74,12 @@ __all__ = [
     "BackendUnavailableError",
     "Conv",
     "Edge",
+    "Feature",
+    "FeatureInfo",
     "GraphError",
     "LIMITS",
     "Limits",
+    "LoadReport",
     "MaxPool",
     "Node",
     "NodeStats",

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._errors import ArgumentError, BackendError, BackendUnavailableError
 from ._memory import check_memory
-from ._options import check_options
+from ._options import check_options, check_plan_matches
 from ._plan import Plan
 from ._schema import Spec
 from ._text import brief
@@ -65,13 +65,18 @@ def compile(  # noqa: A001 - the public verb, like torch.compile
     input_size: int | Sequence[int] | str | None = None,
     min_level: int | None = None,
     max_level: int | None = None,
+    levels: Sequence[int] | None = None,
     **options: Any,
 ) -> Any:
     """Lower a plan (or a spec / spec name, planned first) through ``backend``.
 
-    With a spec, ``variant``, ``input_size`` (default 640x640) and the levels choose the
-    plan, and a backend whose ``compile`` takes ``spec=`` receives the spec too (to keep
-    it, e.g. in a Keras config). With a plan, levels given must match it.
+    With a spec, ``variant``, ``input_size`` (default 640x640) and the levels (``min_level``,
+    ``max_level``, or a selection such as ``levels=[3, 5]``) choose the plan, and a backend whose
+    ``compile`` takes ``spec=`` receives the spec too (to keep it, e.g. in a Keras config). With a
+    plan, levels given must match it.
+
+    The shared options (``specgraph.backend_api.COMMON_OPTIONS``: ``activation``, ``frozen_bn``,
+    ``freeze_at``...) are checked here, against the plan, before the backend is even loaded.
 
     Before the backend allocates anything, the plan's memory (``stats``: weights plus
     activations at batch 1) is checked against this machine's available memory;
@@ -85,17 +90,15 @@ def compile(  # noqa: A001 - the public verb, like torch.compile
         plan_or_spec = load(plan_or_spec)
     if isinstance(plan_or_spec, Spec):
         spec = plan_or_spec
-        plan_or_spec = plan(spec, variant, (640, 640) if input_size is None else input_size, min_level, max_level)
+        check_options(options)  # before planning: a bad option is reported however long planning takes
+        plan_or_spec = plan(spec, variant, (640, 640) if input_size is None else input_size, min_level, max_level,
+                            levels=levels)
     elif isinstance(plan_or_spec, Plan):
-        given = {"variant": variant, "min_level": min_level, "max_level": max_level}
-        wrong = [f"{k}={v!r} but the plan has {getattr(plan_or_spec, k)!r}" for k, v in given.items()
-                 if v is not None and v != getattr(plan_or_spec, k)]
-        if wrong:
-            raise BackendError(f"compile() options disagree with the plan: {'; '.join(wrong)}; plan the spec again")
+        check_plan_matches(plan_or_spec, variant=variant, min_level=min_level, max_level=max_level, levels=levels)
     else:
         raise ArgumentError(f"compile(plan_or_spec): expected a Plan, a Spec or a spec name, got "
                             f"{type(plan_or_spec).__name__}")
-    check_options(options)
+    check_options(options, plan=plan_or_spec)
     plugin = get_backend(backend)
     check = options.pop("check_memory", True)
     if check:

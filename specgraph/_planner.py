@@ -10,13 +10,13 @@ from typing import Any
 
 import networkx as nx
 
-from ._errors import ArgumentError, PlanError
+from ._errors import ArgumentError, PlanError, Problem
 from ._graph import ENDPOINT_PREFIX, SpecGraph, build_graph, expansion
 from ._plan import Conv, Edge, MaxPool, Node, Op, Plan, Size, Unit, Upsample
 from ._schema import MAX_LEVEL, Spec, Variant
 from ._text import brief
 
-__all__ = ["make_divisible", "plan"]
+__all__ = ["levels_of", "make_divisible", "parse_levels", "plan"]
 
 MAX_INPUT = 1 << 16
 
@@ -59,6 +59,37 @@ def _level(name: str, value: object) -> None:
         raise ArgumentError(f"{name}: expected an integer level or None, got {brief(value)}")
 
 
+def parse_levels(levels: object, argument: str = "levels") -> tuple[int, ...] | None:
+    """``levels`` (None, or a non-empty list of distinct integer levels) as a sorted tuple.
+
+    Endpoints come out fine to coarse whatever order they were given in (torchvision and
+    detectron2 expect that order). A wrong type or value is an :class:`ArgumentError` whose
+    problem's path is the argument, or the item in it (``levels[1]``).
+    """
+    if levels is None:
+        return None
+    if isinstance(levels, str | bytes | Mapping) or not isinstance(levels, Sequence | set | frozenset):
+        raise ArgumentError(Problem(f"expected a list of integer levels such as [3, 5], got {brief(levels)}",
+                                    argument))
+    values = list(levels)
+    if not values:
+        raise ArgumentError(Problem("empty; give at least one level, e.g. [3, 5], or None for all", argument))
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ArgumentError(Problem(f"expected an integer level, got {brief(value)}", f"{argument}[{i}]"))
+        if not 0 <= value <= MAX_LEVEL:
+            raise ArgumentError(Problem(f"level {value} is out of range 0..{MAX_LEVEL}", f"{argument}[{i}]"))
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:
+        raise ArgumentError(Problem(f"level(s) {', '.join(map(str, twice))} given more than once", argument))
+    return tuple(sorted(values))
+
+
+def levels_of(plan: Plan) -> tuple[int, ...]:
+    """The endpoint levels of ``plan``, fine to coarse: ``(3, 4, 5, 6, 7)``, or ``(3, 5)`` for a selection."""
+    return tuple(int(level) for level, _ in plan.endpoints)
+
+
 def plan(
     spec: Spec | str | os.PathLike[str] | Mapping[str, Any],
     variant: str | None = None,
@@ -66,10 +97,17 @@ def plan(
     min_level: int | None = None,
     max_level: int | None = None,
     input_channels: int = 3,
+    *,
+    levels: Sequence[int] | None = None,
 ) -> Plan:
     """Plan ``spec``'s ``variant`` for images of ``input_size`` (H, W), with endpoints
     ``min_level..max_level`` (the spec's defaults when None). ``spec`` may also be anything
-    :func:`specgraph.load` reads."""
+    :func:`specgraph.load` reads.
+
+    ``levels`` (like timm's ``out_indices``) plans endpoints at those levels only, e.g. ``[3, 5]``:
+    each needs an output block (and must lie within ``min_level..max_level`` when those are given
+    too); the plan's ``min_level`` / ``max_level`` become the smallest and largest, and blocks that
+    feed none of them are pruned (not built, not counted)."""
     if isinstance(spec, str | os.PathLike | Mapping):
         from ._loader import load
 
@@ -81,25 +119,37 @@ def plan(
         raise ArgumentError(f"variant: expected a variant name, got {brief(variant)}")
     _level("min_level", min_level)
     _level("max_level", max_level)
+    selected = parse_levels(levels)
     if isinstance(input_channels, bool) or not isinstance(input_channels, int):
         raise ArgumentError(f"input_channels: expected an integer, got {brief(input_channels)}")
     graph = build_graph(spec)
     name, var = spec.variant(variant)
     size = _parse_size(input_size)
-    lo = spec.endpoints.min_level if min_level is None else min_level
-    hi = spec.endpoints.max_level if max_level is None else max_level
-    if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi <= MAX_LEVEL):
-        raise PlanError(f"endpoint levels {lo}..{hi}: need 0 <= min_level <= max_level <= {MAX_LEVEL}")
+    if selected is None:
+        lo = spec.endpoints.min_level if min_level is None else min_level
+        hi = spec.endpoints.max_level if max_level is None else max_level
+        if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi <= MAX_LEVEL):
+            raise PlanError(f"endpoint levels {lo}..{hi}: need 0 <= min_level <= max_level <= {MAX_LEVEL}")
+        selected = tuple(range(lo, hi + 1))
+    else:
+        # min_level / max_level, when given beside levels, bound them (a selection out of that range).
+        outside = [lvl for lvl in selected if (min_level is not None and lvl < min_level)
+                   or (max_level is not None and lvl > max_level)]
+        if outside:
+            bounds = f"{'' if min_level is None else min_level}..{'' if max_level is None else max_level}"
+            raise PlanError(f"levels {list(selected)}: level(s) {', '.join(map(str, outside))} outside "
+                            f"min_level..max_level {bounds}; widen the range or drop those levels")
     if not (1 <= input_channels <= 64):
         raise PlanError(f"input_channels {input_channels}: must be between 1 and 64")
-    return _Planner(graph, name, var, size, lo, hi, input_channels).run()
+    return _Planner(graph, name, var, size, selected, input_channels).run()
 
 
 class _Planner:
-    def __init__(self, graph: SpecGraph, name: str, variant: Variant, size: Size, lo: int, hi: int,
+    def __init__(self, graph: SpecGraph, name: str, variant: Variant, size: Size, levels: tuple[int, ...],
                  input_channels: int) -> None:
         self.graph, self.spec, self.name, self.variant = graph, graph.spec, name, variant
-        self.size, self.lo, self.hi, self.input_channels = size, lo, hi, input_channels
+        self.size, self.levels, self.input_channels = size, levels, input_channels
+        self.lo, self.hi = levels[0], levels[-1]
         self.nodes: dict[str, Node] = {}
 
     def filters(self, level: int) -> int:
@@ -108,10 +158,12 @@ class _Planner:
     def run(self) -> Plan:
         spec, dag = self.spec, self.graph.dag
         outputs = {dag.nodes[n]["level"]: n for n in self.graph.order if dag.nodes[n]["output"]}
-        missing = [lvl for lvl in range(self.lo, self.hi + 1) if lvl not in outputs]
+        missing = [lvl for lvl in self.levels if lvl not in outputs]
         if missing:
             have = ", ".join(str(lvl) for lvl in sorted(outputs)) or "none"
-            raise PlanError(f"endpoints: levels {self.lo}..{self.hi} requested, but no output block at level "
+            asked = (f"{self.lo}..{self.hi}" if self.levels == tuple(range(self.lo, self.hi + 1))
+                     else ", ".join(map(str, self.levels)))
+            raise PlanError(f"endpoints: levels {asked} requested, but no output block at level "
                             f"{', '.join(map(str, missing))} (output levels: {have})")
         self._stem()
         body = [n for n in self.graph.order if dag.nodes[n]["kind"] == "block"]
@@ -121,7 +173,7 @@ class _Planner:
                 self._stem_block(name, attrs)
             else:
                 self._block(name, attrs, len(body))
-        for level in range(self.lo, self.hi + 1):
+        for level in self.levels:
             self._endpoint(level, outputs[level])
         live = self._live()
         nodes = tuple(n for n in self.nodes.values() if n.name in live)
@@ -131,7 +183,7 @@ class _Planner:
             min_level=self.lo, max_level=self.hi, activation=spec.activation,
             norm_momentum=spec.norm.momentum, norm_epsilon=spec.norm.epsilon,
             endpoints_num_filters=self.variant.endpoints_num_filters, nodes=nodes,
-            endpoints=tuple((str(lvl), f"{ENDPOINT_PREFIX}{lvl}") for lvl in range(self.lo, self.hi + 1)),
+            endpoints=tuple((str(lvl), f"{ENDPOINT_PREFIX}{lvl}") for lvl in self.levels),
             pruned=pruned,
         )
 
@@ -141,7 +193,7 @@ class _Planner:
             dag.add_node(node.name)
             dag.add_edges_from((e.source, node.name) for e in node.inputs)
         live: set[str] = set()
-        for level in range(self.lo, self.hi + 1):
+        for level in self.levels:
             name = f"{ENDPOINT_PREFIX}{level}"
             live |= nx.ancestors(dag, name) | {name}
         return live

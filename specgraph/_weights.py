@@ -16,12 +16,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._errors import Problem, WeightsError
+from ._errors import ArgumentError, Problem, WeightsError
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Target", "check_weights", "convert_weights", "first_line", "read_npz"]
+__all__ = ["LoadReport", "Target", "check_weights", "convert_weights", "first_line", "read_npz", "select_weights"]
 
 # Why an array of each refused dtype kind cannot become a float weight.
 _REFUSED_KINDS = {"b": "booleans", "c": "complex numbers", "O": "Python objects", "U": "text", "S": "bytes",
@@ -39,6 +39,92 @@ class Target:
     shape: tuple[int, ...]
     dtype: Any = "float32"
     note: str = ""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load did, by the model's weight names (the source's, less ``prefix``).
+
+    ``loaded``: copied into the model; ``missing``: the model's weights the source lacked (they
+    keep their values); ``unexpected``: the source's names (under ``prefix``) that the model has
+    no weight for; ``ignored``: the source's names outside ``prefix``. A strict load has neither
+    missing nor unexpected names (it raises instead).
+    """
+
+    loaded: tuple[str, ...]
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+    prefix: str = ""
+    file: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Every weight of the model was loaded."""
+        return not self.missing
+
+    def __str__(self) -> str:
+        source = f" from {self.file}" if self.file else ""
+        under = f" (source names under {self.prefix!r}, prefix stripped)" if self.prefix else ""
+        lines = [f"loaded {len(self.loaded)} of {len(self.loaded) + len(self.missing)} weights{source}{under}"]
+        for label, names in (("missing (left as they were)", self.missing),
+                             ("unexpected (not in the model, not loaded)", self.unexpected)):
+            if names:
+                lines.append(f"{label}: {len(names)}")
+                lines += [f"  {name}" for name in names[:_SHOWN]]
+                if len(names) > _SHOWN:
+                    lines.append(f"  ... and {len(names) - _SHOWN} more")
+        if self.ignored:
+            lines.append(f"ignored (outside the prefix): {len(self.ignored)}")
+        return "\n".join(lines)
+
+
+_SHOWN = 20  # names listed per kind in LoadReport's text; the fields hold them all
+
+
+def select_weights(arrays: Mapping[str, Any], targets: Mapping[str, Target], *, strict: bool = True,
+                   prefix: str = "", file: str | None = None,
+                   problems: Iterable[Problem] = ()) -> tuple[dict[str, np.ndarray], LoadReport]:
+    """Partial loading on top of :func:`convert_weights`: ``({name: checked array}, report)``.
+
+    With ``prefix`` only the source's names starting with it are considered, the prefix stripped
+    (the backbone inside a detector's weights: ``"backbone/"``). With ``strict`` every target must
+    be there and nothing else; with ``strict=False`` missing and unexpected names are reported
+    instead of refused. Everything that is loaded is still checked first, all or nothing (a wrong
+    shape or a NaN refuses the whole load), and a load that would copy nothing is refused.
+    """
+    if not isinstance(strict, bool):
+        raise ArgumentError(Problem(f"expected True or False, got {type(strict).__name__}", "strict"))
+    if not isinstance(prefix, str):
+        raise ArgumentError(Problem(f"expected a string such as 'backbone/', got {type(prefix).__name__}", "prefix"))
+    if not isinstance(arrays, Mapping):
+        raise ArgumentError(Problem(f"expected a mapping of name -> array, got {type(arrays).__name__}", "source"))
+    names = [str(k) for k in arrays]
+    considered = {name[len(prefix):]: arrays[name] for name in names if name.startswith(prefix)}
+    ignored = tuple(name for name in names if not name.startswith(prefix))
+    found = list(problems)
+    if prefix and not considered:
+        sample = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+        found.append(Problem(f"no name in the source starts with {prefix!r} (names: {sample or 'none'}); check the "
+                             "prefix, e.g. 'backbone/' for a detector's backbone", "prefix", file))
+        raise WeightsError(found)
+    missing = tuple(name for name in targets if name not in considered)
+    unexpected = tuple(name for name in considered if name not in targets)
+    if strict:
+        converted = convert_weights(considered, targets, file=file, problems=found)
+        return converted, LoadReport(tuple(converted), (), (), ignored, prefix, file)
+    present = {name: t for name, t in targets.items() if name in considered}
+    if not present:
+        found.append(Problem(f"nothing to load: none of the source's {len(considered)} name(s) is a weight of the "
+                             f"model (e.g. {_example(unexpected)}; the model has e.g. {_example(tuple(targets))})"
+                             + (f" under the prefix {prefix!r}" if prefix else ""), "source", file))
+        raise WeightsError(found)
+    converted = convert_weights({name: considered[name] for name in present}, present, file=file, problems=found)
+    return converted, LoadReport(tuple(converted), missing, unexpected, ignored, prefix, file)
+
+
+def _example(names: tuple[str, ...]) -> str:
+    return repr(names[0]) if names else "none"
 
 
 def check_weights(arrays: Mapping[str, Any], targets: Mapping[str, Target], *,

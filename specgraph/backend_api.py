@@ -9,23 +9,34 @@ Everything here keeps its signature within a minor version.
 """
 
 from ._codegen import CodegenError, Namespace, header, render_template
+from ._features import Feature, FeatureInfo
 from ._memory import available_memory, check_memory, format_bytes
 from ._naming import output_name
-from ._options import COMMON_OPTIONS, check_options
+from ._options import COMMON_OPTIONS, check_options, check_plan_matches, frozen_nodes
+from ._planner import levels_of, parse_levels
 from ._text import brief, first_unsafe, visible
+from ._weights import LoadReport, select_weights
 
 __all__ = [
     "COMMON_OPTIONS",
     "CodegenError",
+    "Feature",
+    "FeatureInfo",
+    "LoadReport",
     "Namespace",
     "available_memory",
     "brief",
     "check_memory",
     "check_options",
+    "check_plan_matches",
     "first_unsafe",
     "format_bytes",
+    "frozen_nodes",
     "header",
+    "levels_of",
     "output_name",
+    "parse_levels",
     "render_template",
+    "select_weights",
     "visible",
 ]

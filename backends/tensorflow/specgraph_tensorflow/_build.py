@@ -9,12 +9,13 @@ import tensorflow as tf
 import tf_keras
 
 from specgraph import BackendError, Conv, Edge, MaxPool, Node, Plan, Upsample
+from specgraph.backend_api import frozen_nodes
 
 from ._layers import ConvNorm, Fuse, LayerOptions
 from ._layers import Upsample as UpsampleLayer
 from ._units import make_unit
 
-__all__ = ["build_graph", "layer_names"]
+__all__ = ["build_graph", "freeze", "layer_names"]
 
 # Model Garden initialises the resampling depthwise kernels with Keras's default.
 RESAMPLE_DEPTHWISE_INIT = "glorot_uniform"
@@ -53,6 +54,8 @@ class _Builder:
         self.names = layer_names(plan)
         # Structural key ("sp3/in0/op1", "sp3/unit0") -> layer, in Model Garden's creation order.
         self.slots: dict[str, tf_keras.layers.Layer] = {}
+        # Node name -> its weight-bearing layers (a node name may hold "/", so keys are not split).
+        self.node_slots: dict[str, list[tf_keras.layers.Layer]] = {}
 
     def op(self, op: Conv | MaxPool | Upsample, x: tf.Tensor, image: tf.Tensor, key: str, name: str, level: int, *,
            resample: bool) -> tf.Tensor:
@@ -90,34 +93,66 @@ class _Builder:
     def build(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
         tensors: dict[str, tf.Tensor] = {}
         for node in self.plan.nodes:
-            if node.kind == "stem":
-                x = image
-                for k, op in enumerate(node.ops):
-                    x = self.op(op, x, image, f"{node.name}/op{k}", f"{self.names[node.name]}_op{k}", node.level,
-                                resample=False)
-            elif node.kind == "stem_block":
-                x = self.units(node, tensors[node.inputs[0].source])
-            elif node.kind == "block":
-                parents = [self.edge(e, j, tensors[e.source], image) for j, e in enumerate(node.inputs)]
-                fuse = Fuse(node.fusion or "sum", len(parents), self.options.activation if node.fusion_activation
-                            else None, name=f"{self.names[node.name]}_fuse")
-                if node.fusion == "weighted":
-                    self.slots[f"{node.name}/fuse"] = fuse
-                x = self.units(node, fuse(parents))
-            elif node.kind == "endpoint":
-                x = tensors[node.inputs[0].source]
-                for k, op in enumerate(node.ops):
-                    x = self.op(op, x, image, f"{node.name}/op{k}", f"{self.names[node.name]}_op{k}", node.level,
-                                resample=False)
-            else:
-                raise BackendError(f"node {node.name}: unknown kind {node.kind!r}")
-            tensors[node.name] = x
+            first = len(self.slots)
+            tensors[node.name] = self.node(node, tensors, image)
+            self.node_slots[node.name] = list(self.slots.values())[first:]
         return {level: tensors[name] for level, name in self.plan.endpoints}
 
+    def node(self, node: Node, tensors: dict[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
+        """Wire one node on its parents' tensors; returns its output."""
+        if node.kind == "stem":
+            x = image
+            for k, op in enumerate(node.ops):
+                x = self.op(op, x, image, f"{node.name}/op{k}", f"{self.names[node.name]}_op{k}", node.level,
+                            resample=False)
+            return x
+        if node.kind == "stem_block":
+            return self.units(node, tensors[node.inputs[0].source])
+        if node.kind == "block":
+            parents = [self.edge(e, j, tensors[e.source], image) for j, e in enumerate(node.inputs)]
+            fuse = Fuse(node.fusion or "sum", len(parents), self.options.activation if node.fusion_activation
+                        else None, name=f"{self.names[node.name]}_fuse")
+            if node.fusion == "weighted":
+                self.slots[f"{node.name}/fuse"] = fuse
+            return self.units(node, fuse(parents))
+        if node.kind == "endpoint":
+            x = tensors[node.inputs[0].source]
+            for k, op in enumerate(node.ops):
+                x = self.op(op, x, image, f"{node.name}/op{k}", f"{self.names[node.name]}_op{k}", node.level,
+                            resample=False)
+            return x
+        raise BackendError(f"node {node.name}: unknown kind {node.kind!r}")
 
-def build_graph(plan: Plan, image: tf.Tensor, options: LayerOptions,
-                drop_rate: float) -> tuple[dict[str, tf.Tensor], dict[str, Any]]:
-    """Wire ``plan`` on the Keras input ``image``; returns the endpoint tensors and the weight slots."""
+
+def _batch_norms(layer: tf_keras.layers.Layer) -> list[tf_keras.layers.Layer]:
+    return [sub for sub in layer._flatten_layers(include_self=True, recursive=True)
+            if isinstance(sub, tf_keras.layers.BatchNormalization)]
+
+
+def freeze(plan: Plan, node_slots: dict[str, list[tf_keras.layers.Layer]], *, frozen_bn: bool = False,
+           freeze_at: int = 0) -> None:
+    """``frozen_bn``: every batch norm ``trainable=False``, which in tf_keras also makes it run in inference
+    mode (its moving statistics, never updated); ``freeze_at``: the first ``freeze_at`` nodes in plan order
+    (the stem first) not trainable at all, batch norms included."""
+    frozen = set(frozen_nodes(plan, freeze_at))
+    for node in plan.nodes:
+        layers = node_slots.get(node.name, [])
+        if node.name in frozen:
+            for layer in layers:
+                layer.trainable = False  # Keras sets its sublayers (and their batch norms) too
+        elif frozen_bn:
+            for layer in layers:
+                for norm in _batch_norms(layer):
+                    norm.trainable = False
+
+
+def build_graph(plan: Plan, image: tf.Tensor, options: LayerOptions, drop_rate: float, *, frozen_bn: bool = False,
+                freeze_at: int = 0) -> tuple[dict[str, tf.Tensor], dict[str, Any]]:
+    """Wire ``plan`` on the Keras input ``image``; returns the endpoint tensors and the weight slots.
+
+    ``frozen_bn`` / ``freeze_at`` freeze batch norms and the first nodes (see :func:`freeze`).
+    """
     builder = _Builder(plan, options, drop_rate)
     outputs = builder.build(image)
+    freeze(plan, builder.node_slots, frozen_bn=frozen_bn, freeze_at=freeze_at)
     return outputs, builder.slots

@@ -10,16 +10,23 @@ import tf_keras
 
 import specgraph
 from specgraph import ArgumentError, BackendError, Plan, Spec
-from specgraph.backend_api import COMMON_OPTIONS, check_memory, check_options
+from specgraph.backend_api import (
+    COMMON_OPTIONS,
+    FeatureInfo,
+    check_memory,
+    check_options,
+    check_plan_matches,
+    levels_of,
+)
 
-from ._build import build_graph
+from ._build import build_graph, layer_names
 from ._layers import XLA_DEPTHWISE, LayerOptions, activation_fn
 
 __all__ = ["OPTIONS", "SpecgraphModel", "build", "compile", "xla_function"]
 
 # The shared options (Model Garden's names, validated in the core) and this backend's own.
-OPTIONS = (*COMMON_OPTIONS, "spec", "input_shape", "input_specs", "min_level", "max_level", "kernel_initializer",
-           "kernel_regularizer", "bias_regularizer", "xla_depthwise", "name")
+OPTIONS = (*COMMON_OPTIONS, "spec", "input_shape", "input_specs", "min_level", "max_level", "levels",
+           "kernel_initializer", "kernel_regularizer", "bias_regularizer", "xla_depthwise", "name")
 
 
 def _recover_spec(plan: Plan) -> Spec | None:
@@ -27,7 +34,7 @@ def _recover_spec(plan: Plan) -> Spec | None:
     try:
         spec = specgraph.load(plan.spec_name)
         again = specgraph.plan(spec, plan.variant, plan.input_size, plan.min_level, plan.max_level,
-                               plan.input_channels)
+                               plan.input_channels, levels=levels_of(plan))
     except Exception:
         return None
     return spec if again.hash == plan.hash else None
@@ -52,13 +59,15 @@ class SpecgraphModel(tf_keras.Model):
                  stochastic_depth_drop_rate: float = 0.0, norm_momentum: float | None = None,
                  norm_epsilon: float | None = None, use_sync_bn: bool = False,
                  kernel_initializer: Any = "VarianceScaling", kernel_regularizer: Any = None,
-                 bias_regularizer: Any = None, xla_depthwise: str = "shifted", **kwargs: Any) -> None:
+                 bias_regularizer: Any = None, xla_depthwise: str = "shifted", frozen_bn: bool = False,
+                 freeze_at: int = 0, **kwargs: Any) -> None:
         if xla_depthwise not in XLA_DEPTHWISE:
             raise BackendError(f"xla_depthwise={xla_depthwise!r}: need one of {', '.join(XLA_DEPTHWISE)}")
+        check_options({"frozen_bn": frozen_bn, "freeze_at": freeze_at}, "SpecgraphModel()", plan=plan)
         spec = _as_spec(spec)
         if spec is not None:
             again = specgraph.plan(spec, plan.variant, plan.input_size, plan.min_level, plan.max_level,
-                                   plan.input_channels)
+                                   plan.input_channels, levels=levels_of(plan))
             if again.hash != plan.hash:
                 raise BackendError(f"the spec given ({spec.name}) does not plan to this plan ({plan.spec_name} "
                                    f"variant {plan.variant})")
@@ -78,7 +87,8 @@ class SpecgraphModel(tf_keras.Model):
             xla_depthwise=xla_depthwise,
         )
         image = tf_keras.Input(shape=shape, name="image")
-        outputs, slots = build_graph(plan, image, options, float(stochastic_depth_drop_rate))
+        outputs, slots = build_graph(plan, image, options, float(stochastic_depth_drop_rate), frozen_bn=frozen_bn,
+                                     freeze_at=freeze_at)
         kwargs.setdefault("name", f"{plan.spec_name}_{plan.variant}".replace(".", "_"))
         super().__init__(inputs=image, outputs=outputs, **kwargs)
         self._plan = plan
@@ -88,6 +98,7 @@ class SpecgraphModel(tf_keras.Model):
         self._input_shape_arg = shape
         self._slots = slots
         self._output_specs = {level: t.get_shape() for level, t in outputs.items()}
+        self._frozen_bn, self._freeze_at = frozen_bn, freeze_at
 
     @property
     def plan(self) -> Plan:
@@ -107,6 +118,22 @@ class SpecgraphModel(tf_keras.Model):
         return self._output_specs
 
     @property
+    def feature_info(self) -> FeatureInfo:
+        """Per output, in order: ``Feature(level, channels, stride, node)``; timm's ``channels()``,
+        ``reduction()``, ``module_name()`` (the layer producing it, ``endpoint_3_op0``) and ``levels()``."""
+        names = layer_names(self._plan)
+        return FeatureInfo(self._plan, [f"{names[name]}_op{len(self._plan.node(name).ops) - 1}"
+                                        for _, name in self._plan.endpoints])
+
+    @property
+    def frozen_bn(self) -> bool:
+        return self._frozen_bn
+
+    @property
+    def freeze_at(self) -> int:
+        return self._freeze_at
+
+    @property
     def slots(self) -> dict[str, tf_keras.layers.Layer]:
         """Weight-bearing layers by structural key (``sp3/in0/op0``, ``sp3/unit0``), in build order."""
         return self._slots
@@ -117,7 +144,7 @@ class SpecgraphModel(tf_keras.Model):
             "spec": self._spec.to_dict() if self._spec is not None else None,
             "plan": None if self._spec is not None else p.to_dict(),
             "variant": p.variant, "input_size": list(p.input_size), "input_channels": p.input_channels,
-            "min_level": p.min_level, "max_level": p.max_level,
+            "min_level": p.min_level, "max_level": p.max_level, "levels": list(levels_of(p)),
             "input_shape": list(self._input_shape_arg),
             "activation": o.activation, "stochastic_depth_drop_rate": self._drop_rate,
             "norm_momentum": o.norm_momentum, "norm_epsilon": o.norm_epsilon, "use_sync_bn": o.use_sync_bn,
@@ -127,6 +154,7 @@ class SpecgraphModel(tf_keras.Model):
             "bias_regularizer": tf_keras.regularizers.serialize(o.bias_regularizer)
             if o.bias_regularizer is not None else None,
             "xla_depthwise": o.xla_depthwise,
+            "frozen_bn": self._frozen_bn, "freeze_at": self._freeze_at,
             "name": self.name,
         }
         return config
@@ -137,9 +165,10 @@ class SpecgraphModel(tf_keras.Model):
         spec_data, plan_data = config.pop("spec", None), config.pop("plan", None)
         variant, input_size = config.pop("variant"), tuple(config.pop("input_size"))
         lo, hi, channels = config.pop("min_level"), config.pop("max_level"), config.pop("input_channels", 3)
+        levels = config.pop("levels", None)  # configs written before level selection have none: min..max
         if spec_data is not None:
             spec = specgraph.load(spec_data)
-            plan = specgraph.plan(spec, variant, input_size, lo, hi, channels)
+            plan = specgraph.plan(spec, variant, input_size, lo, hi, channels, levels=levels)
         elif plan_data is not None:
             spec, plan = None, Plan.from_dict(plan_data)
         else:
@@ -155,20 +184,18 @@ class SpecgraphModel(tf_keras.Model):
 def compile(plan: Plan, *, spec: Spec | Mapping[str, Any] | str | None = None,  # noqa: A001 - the protocol's name
             **options: Any) -> SpecgraphModel:
     """Lower ``plan`` to a :class:`SpecgraphModel`. Options follow Model Garden's SpineNet builder;
-    ``spec`` (passed by ``specgraph.compile`` when it planned a spec) is kept in the model's config."""
+    ``spec`` (passed by ``specgraph.compile`` when it planned a spec) is kept in the model's config.
+    ``min_level``, ``max_level`` and ``levels`` must match the plan (plan with ``levels=[3, 5]`` to
+    select outputs); ``frozen_bn`` and ``freeze_at`` freeze batch norms and the first nodes."""
     if not isinstance(plan, Plan):
         raise ArgumentError(f"compile(plan): the tensorflow backend compiles a Plan, got {type(plan).__name__}")
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise BackendError(f"tensorflow backend: unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
-    check_options(options)
+    check_options(options, plan=plan)
+    check_plan_matches(plan, **{key: options.pop(key, None) for key in ("min_level", "max_level", "levels")})
     if options.pop("check_memory", True):
         check_memory(plan)
-    for key in ("min_level", "max_level"):
-        if options.get(key) is not None and options[key] != getattr(plan, key):
-            raise BackendError(f"{key}={options[key]} does not match the plan's {key}={getattr(plan, key)}; "
-                               f"re-plan with {key}={options[key]}")
-        options.pop(key, None)
     input_specs = options.pop("input_specs", None)
     if input_specs is not None:
         if options.get("input_shape") is not None:
@@ -180,11 +207,11 @@ def compile(plan: Plan, *, spec: Spec | Mapping[str, Any] | str | None = None,  
 
 def build(spec: Spec | Mapping[str, Any] | str, variant: str | None = None,
           input_size: int | Sequence[int] | str = (640, 640), min_level: int | None = None,
-          max_level: int | None = None, **options: Any) -> SpecgraphModel:
+          max_level: int | None = None, *, levels: Sequence[int] | None = None, **options: Any) -> SpecgraphModel:
     """Plan ``spec`` (a Spec, a dict, a built-in name or a spec file) and compile it, keeping the spec for
     ``get_config`` (``specgraph.compile`` hands backends the plan only)."""
     spec = _as_spec(spec)
-    plan = specgraph.plan(spec, variant, input_size, min_level, max_level)
+    plan = specgraph.plan(spec, variant, input_size, min_level, max_level, levels=levels)
     return compile(plan, spec=spec, **options)
 
 

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from specgraph import ArgumentError, Problem, WeightsError
-from specgraph._weights import Target, convert_weights, read_npz
+from specgraph import ArgumentError, Plan, Problem, WeightsError
+from specgraph._weights import Target, read_npz
+from specgraph.backend_api import LoadReport, levels_of, select_weights
 
 from ._layers import ConvNorm, Fuse
 from ._units import BlockUnit, SqueezeExcite
@@ -54,16 +55,35 @@ def export_npz(model: Any, path: str | os.PathLike[str]) -> None:
     np.savez(path, **{k: v.numpy() for k, v in weights_dict(model).items()})
 
 
-def _assign(model: Any, arrays: Mapping[str, Any], file: str | None = None) -> None:
+def _assign(model: Any, arrays: Mapping[str, Any], file: str | None = None, *, strict: bool = True,
+            prefix: str = "") -> LoadReport:
     """Check and convert everything first, then assign: a problem leaves the model untouched."""
     targets = weights_dict(model)
-    checked = convert_weights(arrays, {k: Target(tuple(v.shape), v.dtype.as_numpy_dtype) for k, v in targets.items()},
-                              file=file)
-    for k, v in targets.items():
-        v.assign(checked[k])
+    checked, report = select_weights(
+        arrays, {k: Target(tuple(v.shape), v.dtype.as_numpy_dtype) for k, v in targets.items()}, strict=strict,
+        prefix=prefix, file=file)
+    for k, a in checked.items():
+        targets[k].assign(a)
+    return report
 
 
-def load_weights(model: Any, source: Any) -> None:
+def _contiguous(plan: Plan) -> Plan:
+    """What Model Garden builds for ``plan``: endpoints at every level of ``min_level..max_level`` (a level
+    selection such as ``levels=[3, 5]`` is that network less some endpoints and the blocks only they need)."""
+    if levels_of(plan) == tuple(range(plan.min_level, plan.max_level + 1)):
+        return plan
+    import specgraph
+
+    try:
+        return specgraph.plan(specgraph.load(plan.spec_name), plan.variant, plan.input_size, plan.min_level,
+                              plan.max_level, plan.input_channels)
+    except specgraph.SpecgraphError as exc:
+        raise WeightsError(Problem(f"Model Garden weights for levels {list(levels_of(plan))} need the network of "
+                                   f"levels {plan.min_level}..{plan.max_level}, which cannot be planned again "
+                                   f"({exc.problems[0].message})", f"{plan.spec_name} {plan.variant}")) from None
+
+
+def load_weights(model: Any, source: Any, *, strict: bool = True, prefix: str = "") -> LoadReport:
     """Load into a specgraph Keras ``model`` from:
 
     - a Model Garden ``SpineNet`` / ``SpineNetMobile`` model object (mapped by structure);
@@ -73,25 +93,46 @@ def load_weights(model: Any, source: Any) -> None:
     Names, shapes, dtypes (floating or integer) and values (finite) are all checked before
     anything is assigned; every problem is listed in one :class:`specgraph.WeightsError`
     (also :class:`WeightMismatchError`) and the model is left as it was.
+
+    ``prefix`` (a mapping or ``.npz``): only names starting with it are read, the prefix stripped
+    (``"backbone/"`` for the backbone's weights inside a detector's). ``strict=False`` loads what
+    matches and reports the rest (missing and unexpected names) instead of refusing; anything
+    loaded is still checked first. Returns a :class:`specgraph.LoadReport`.
+
+    A model of a level selection (``levels=[3, 5]``) takes Model Garden weights of the network of
+    its ``min_level..max_level``: the variables of the nodes it does not build are left out.
     """
     _require_model(model)
+    if not isinstance(strict, bool):
+        raise ArgumentError(Problem(f"expected True or False, got {type(strict).__name__}", "strict"))
     if isinstance(source, Mapping):
-        _assign(model, source)
-        return
-    if isinstance(source, str | os.PathLike):
+        return _assign(model, source, strict=strict, prefix=prefix)
+    if isinstance(source, str | os.PathLike) and os.fspath(source).endswith(".npz"):
         path = os.fspath(source)
-        if path.endswith(".npz"):
-            _assign(model, read_npz(path), path)
-            return
-        from ._mg_weights import modelgarden_from_checkpoint
-
-        source = modelgarden_from_checkpoint(model.plan, path)
-    elif not hasattr(source, "layers"):
+        return _assign(model, read_npz(path), path, strict=strict, prefix=prefix)
+    if prefix:
+        raise ArgumentError(Problem("a prefix selects names of a mapping or an .npz; a Model Garden model or "
+                                    "checkpoint is read by structure: leave prefix out", "prefix"))
+    if not isinstance(source, str | os.PathLike) and not hasattr(source, "layers"):
         raise ArgumentError(Problem("expected a Model Garden model, a checkpoint path, an .npz path or a mapping of "
                                     f"name -> array; got {type(source).__name__}", "source"))
+    full = _contiguous(model.plan)
+    if isinstance(source, str | os.PathLike):
+        from ._mg_weights import modelgarden_from_checkpoint
+
+        source = modelgarden_from_checkpoint(full, os.fspath(source))
     from ._mg_weights import modelgarden_arrays
 
-    arrays, problems = modelgarden_arrays(model, source)
+    reader = model
+    if full is not model.plan:  # Model Garden's layers map onto a model of the whole network: build one to read
+        from ._model import compile
+
+        reader = compile(full, check_memory=False)
+    arrays, problems = modelgarden_arrays(reader, source)
     if problems:
         raise WeightsError(problems)
-    _assign(model, arrays)
+    if reader is not model:
+        # Only the nodes the selection builds: the others' variables are dropped, not loaded.
+        mine = weights_dict(model)
+        arrays = {k: v for k, v in arrays.items() if k in mine}
+    return _assign(model, arrays, strict=strict)

@@ -8,14 +8,16 @@ from ._export import dynamic_shapes, export, fold_batch_norm, min_dynamic_side, 
 from ._fused import InferenceNet, onednn_available
 from ._interop import load_structural, structural_name, to_structural
 from ._memory import reuse_freed_memory
-from ._model import OPTIONS, FeatureInfo, ShapeSpec, SpecgraphNet, compile
+from ._model import OPTIONS, Feature, FeatureInfo, FrozenBatchNorm2d, ShapeSpec, SpecgraphNet, compile
 from ._weights import WeightsError, load_modelgarden_weights, modelgarden_kwargs, modelgarden_names
 
 __version__ = "0.1.0"
 
 __all__ = [
     "OPTIONS",
+    "Feature",
     "FeatureInfo",
+    "FrozenBatchNorm2d",
     "InferenceNet",
     "ShapeSpec",
     "SpecgraphNet",

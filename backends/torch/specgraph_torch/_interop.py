@@ -18,10 +18,11 @@ import numpy as np
 from torch import nn
 
 from specgraph import ArgumentError, Problem, WeightsError
-from specgraph._weights import Target, convert_weights, read_npz
+from specgraph._weights import Target, read_npz
+from specgraph.backend_api import LoadReport, select_weights
 
 from ._model import SpecgraphNet
-from ._weights import copy_into, from_tf_layout, numpy_dtype, require_model, tf_shape, to_tf_layout
+from ._weights import as_numpy, copy_into, from_tf_layout, numpy_dtype, require_model, tf_shape, to_tf_layout
 
 __all__ = ["load_structural", "structural_name", "to_structural"]
 
@@ -73,12 +74,26 @@ def to_structural(model: SpecgraphNet) -> dict[str, np.ndarray]:
     return out
 
 
-def load_structural(model: SpecgraphNet, arrays: Mapping[str, Any] | str | os.PathLike[str]) -> None:
+def _is_state_dict(names: list[str]) -> bool:
+    """Whether (prefix-stripped) source names are torch state-dict keys (``nodes.sp3.units.0...``), not shared
+    names (``sp3/unit0/...``): a shared name starts with a node name, and no ``nodes.`` module is a node."""
+    return bool(names) and all(name.startswith("nodes.") for name in names)
+
+
+def load_structural(model: SpecgraphNet, arrays: Mapping[str, Any] | str | os.PathLike[str], *, strict: bool = True,
+                    prefix: str = "") -> LoadReport:
     """Load ``{shared name: array}`` (or an ``.npz`` path) into ``model``; all or nothing.
 
     Names, shapes, dtypes (floating or integer) and values (finite) are all checked before
     anything is copied; every problem is listed in one :class:`specgraph.WeightsError` and
     the model is left as it was.
+
+    ``prefix``: only names starting with it are read, the prefix stripped: ``"backbone/"`` for a
+    backbone's shared names inside a detector's, or ``"backbone.body."`` for a torchvision detector's
+    own ``state_dict()`` (names that are then ``nodes.<node>...`` state-dict keys are read as a torch
+    state dict, in torch layout). ``strict=False`` loads what matches and reports the rest (missing
+    and unexpected names) instead of refusing; anything it loads is still checked first.
+    Returns a :class:`specgraph.LoadReport` (loaded, missing, unexpected, by the names read).
     """
     require_model(model)
     file = None
@@ -88,10 +103,22 @@ def load_structural(model: SpecgraphNet, arrays: Mapping[str, Any] | str | os.Pa
     elif not isinstance(arrays, Mapping):
         raise ArgumentError(Problem(f"expected a mapping of shared name -> array or an .npz path; got "
                                     f"{type(arrays).__name__}", "arrays"))
+    if not isinstance(prefix, str):  # checked again (with strict) in select_weights; needed here to strip it
+        raise ArgumentError(Problem(f"expected a string such as 'backbone/', got {type(prefix).__name__}", "prefix"))
+    arrays = {str(k): as_numpy(v) for k, v in arrays.items()}
     layouts = _layouts(model)
     state = model.state_dict()
+    if _is_state_dict([k[len(prefix):] for k in arrays if k.startswith(prefix)]):
+        # A torch state dict (e.g. a detector's): by key, in torch layout; BN step counters are not weights.
+        arrays = {k: v for k, v in arrays.items() if not k.endswith("num_batches_tracked")}
+        targets = {key: Target(tuple(t.shape), numpy_dtype(t.dtype), structural_name(key) or "")
+                   for key, t in state.items() if not key.endswith("num_batches_tracked")}
+        checked, report = select_weights(arrays, targets, strict=strict, prefix=prefix, file=file)
+        copy_into(model, checked)
+        return report
     keys = {name: key for key in state if (name := structural_name(key)) is not None}
     targets = {name: Target(tf_shape(state[key].shape, layouts[key]), numpy_dtype(state[key].dtype), key)
                for name, key in keys.items()}
-    checked = convert_weights(arrays, targets, file=file)
+    checked, report = select_weights(arrays, targets, strict=strict, prefix=prefix, file=file)
     copy_into(model, {keys[name]: from_tf_layout(a, layouts[keys[name]]) for name, a in checked.items()})
+    return report

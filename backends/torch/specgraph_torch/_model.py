@@ -15,12 +15,20 @@ import torch
 from torch import nn
 
 from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, Spec, Upsample
-from specgraph.backend_api import COMMON_OPTIONS, check_memory, check_options
+from specgraph.backend_api import (
+    COMMON_OPTIONS,
+    Feature,
+    FeatureInfo,
+    check_memory,
+    check_options,
+    check_plan_matches,
+    frozen_nodes,
+)
 
 from ._blocks import make_unit
 from ._ops import ConvNormAct, MaxPoolSame, UpsampleNearest, make_activation, make_norm
 
-__all__ = ["OPTIONS", "FeatureInfo", "ShapeSpec", "SpecgraphNet", "compile"]
+__all__ = ["OPTIONS", "Feature", "FeatureInfo", "FrozenBatchNorm2d", "ShapeSpec", "SpecgraphNet", "compile"]
 
 # compile() options: Model Garden's names and defaults (None: take the plan's value), shared with
 # every backend and validated in the core.
@@ -36,11 +44,41 @@ class ShapeSpec(NamedTuple):
     stride: int | None = None
 
 
-class FeatureInfo(NamedTuple):
-    level: str
-    channels: int
-    stride: int
-    node: str
+# FeatureInfo (timm's accessors over a list of Feature(level, channels, stride, node)) is the core's:
+# the Keras model describes its outputs with the same class.
+
+
+class FrozenBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm fixed to its running statistics, also in training; weight and bias do not train.
+
+    What torchvision's ``FrozenBatchNorm2d`` and detectron2's ``FrozenBN`` do, kept a
+    ``BatchNorm2d`` (same state-dict keys, weight and bias still parameters) so every weight
+    loader, BN folding and the parameter count see the same model. It stays in eval mode.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, **kwargs: Any) -> None:
+        super().__init__(num_features, eps, momentum, **kwargs)
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> FrozenBatchNorm2d:
+        return super().train(False)  # model.train() must not switch it to batch statistics
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                              False, 0.0, self.eps)
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> nn.Module:
+        """Replace every batch norm inside ``module`` (in place) by a frozen copy of it; returns ``module``."""
+        for parent in list(module.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.BatchNorm2d) and not isinstance(child, cls):
+                    frozen = cls(child.num_features, child.eps, child.momentum, device=child.running_mean.device,
+                                 dtype=child.running_mean.dtype)
+                    frozen.load_state_dict(child.state_dict())
+                    setattr(parent, name, frozen)
+        return module
 
 
 class _OpChain(nn.Module):
@@ -91,8 +129,10 @@ class SpecgraphNet(nn.Module):
 
     def __init__(self, plan: Plan, *, activation: str | None = None, stochastic_depth_drop_rate: float = 0.0,
                  norm_momentum: float | None = None, norm_epsilon: float | None = None,
-                 use_sync_bn: bool = False) -> None:
+                 use_sync_bn: bool = False, frozen_bn: bool = False, freeze_at: int = 0) -> None:
         super().__init__()
+        check_options({"frozen_bn": frozen_bn, "freeze_at": freeze_at}, "SpecgraphNet()", plan=plan)
+        frozen = frozen_nodes(plan, freeze_at)  # checked before anything is built
         self.plan = plan
         self.activation = activation or plan.activation
         self.stochastic_depth_drop_rate = float(stochastic_depth_drop_rate)
@@ -110,6 +150,13 @@ class SpecgraphNet(nn.Module):
         self._levels = {n.name: n.level for n in plan.nodes}
         self.nodes = nn.ModuleDict({n.name: self._build_node(n) for n in plan.nodes})
         del self._norm, self._act  # construction-time closures: the module must pickle (torch.save)
+        # Frozen after construction, whatever the modules inside look like: a node's batch norms
+        # become FrozenBatchNorm2d, and with freeze_at its parameters stop training too.
+        self.frozen_bn, self.freeze_at = bool(frozen_bn), int(freeze_at)
+        for node in plan.nodes if frozen_bn else ():
+            FrozenBatchNorm2d.convert(self.nodes[node.name])
+        for name in frozen:
+            FrozenBatchNorm2d.convert(self.nodes[name]).requires_grad_(False)
         # Plain-Python wiring so forward() is a static loop (traceable, exportable).
         self._wiring = [(n.name, n.kind, tuple(e.source for e in n.inputs)) for n in plan.nodes]
         self._outputs = tuple(plan.endpoints)
@@ -174,10 +221,10 @@ class SpecgraphNet(nn.Module):
 
     # --- ecosystem contracts ------------------------------------------------------------
     @property
-    def feature_info(self) -> list[FeatureInfo]:
-        """Per endpoint level: channels and stride (2**level)."""
-        return [FeatureInfo(level, self.plan.node(name).channels, 2 ** self.plan.node(name).level, name)
-                for level, name in self.plan.endpoints]
+    def feature_info(self) -> FeatureInfo:
+        """Per output, in order: ``Feature(level, channels, stride, node)``; timm's ``channels()``,
+        ``reduction()``, ``module_name()`` (``nodes.endpoint_3``) and ``levels()``."""
+        return FeatureInfo(self.plan, [f"nodes.{name}" for _, name in self.plan.endpoints])
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         """detectron2-style ``{level: ShapeSpec(channels, stride)}``."""
@@ -197,17 +244,19 @@ class SpecgraphNet(nn.Module):
 
 
 def compile(plan: Plan | Spec | str, *, min_level: int | None = None, max_level: int | None = None,  # noqa: A001
-            variant: str | None = None, input_size: int | Sequence[int] | str = (640, 640),
-            **options: Any) -> SpecgraphNet:
+            levels: Sequence[int] | None = None, variant: str | None = None,
+            input_size: int | Sequence[int] | str = (640, 640), **options: Any) -> SpecgraphNet:
     """Lower a plan to a :class:`SpecgraphNet` (the ``specgraph.backends`` entry point ``torch``).
 
-    With a Spec (or spec name) the levels replan it; with a Plan they must match it.
-    ``check_memory=False`` builds a model that the memory check would refuse.
+    With a Spec (or spec name) the levels (``min_level``, ``max_level``, or a selection such as
+    ``levels=[3, 5]``) replan it; with a Plan they must match it. ``frozen_bn`` and ``freeze_at``
+    freeze batch norms and the first nodes for fine-tuning. ``check_memory=False`` builds a
+    model that the memory check would refuse.
     """
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise BackendError(f"unknown torch backend option(s) {', '.join(unknown)}; known: "
-                           f"min_level, max_level, {', '.join(OPTIONS)}")
+                           f"min_level, max_level, levels, {', '.join(OPTIONS)}")
     check_options(options)
     if not isinstance(plan, Plan):
         import specgraph
@@ -215,12 +264,10 @@ def compile(plan: Plan | Spec | str, *, min_level: int | None = None, max_level:
         if not isinstance(plan, Spec | str):
             raise ArgumentError(f"compile(plan): expected a Plan, a Spec or a spec name, got {type(plan).__name__}")
         spec = specgraph.load(plan) if isinstance(plan, str) else plan
-        plan = specgraph.plan(spec, variant, input_size, min_level, max_level)
-    mismatch = [f"{k}={v} but the plan has {getattr(plan, k)}"
-                for k, v in (("min_level", min_level), ("max_level", max_level))
-                if v is not None and v != getattr(plan, k)]
-    if mismatch:
-        raise BackendError(f"option(s) disagree with the plan: {'; '.join(mismatch)}; replan instead")
+        plan = specgraph.plan(spec, variant, input_size, min_level, max_level, levels=levels)
+    else:
+        check_plan_matches(plan, variant=variant, min_level=min_level, max_level=max_level, levels=levels)
+    check_options(options, plan=plan)
     if options.pop("check_memory", True):
         check_memory(plan)
     return SpecgraphNet(plan, **options)

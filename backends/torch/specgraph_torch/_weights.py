@@ -23,6 +23,7 @@ import torch
 
 from specgraph import ArgumentError, Conv, Plan, Problem, WeightsError
 from specgraph._weights import Target, convert_weights, read_npz
+from specgraph.backend_api import levels_of
 
 from ._model import SpecgraphNet
 
@@ -122,9 +123,42 @@ def _unpruned(plan: Plan) -> Plan:
     return plan
 
 
+def _contiguous(plan: Plan) -> Plan:
+    """What Model Garden builds for ``plan``: endpoints at every level of ``min_level..max_level``.
+
+    A level selection (``levels=[3, 5]``) is the same network less some endpoints and the blocks
+    only they need; Model Garden has no such option, so its layers (and name counters) are those
+    of the contiguous plan, which is replanned from the built-in spec.
+    """
+    if levels_of(plan) == tuple(range(plan.min_level, plan.max_level + 1)):
+        return plan
+    import specgraph
+
+    try:
+        full = specgraph.plan(specgraph.load(plan.spec_name), plan.variant, plan.input_size, plan.min_level,
+                              plan.max_level, plan.input_channels)
+    except specgraph.SpecgraphError:
+        full = None
+    if full is None or any(n.name not in full or full.node(n.name) != n for n in plan.nodes):
+        raise WeightsError(Problem(f"levels {list(levels_of(plan))} of a spec that is not built in: Model Garden "
+                                   f"weights need the network of levels {plan.min_level}..{plan.max_level}; load "
+                                   "them into that model and copy with load_structural(..., strict=False)",
+                                   f"{plan.spec_name} {plan.variant}"))
+    return full
+
+
+def _node_of(torch_key: str) -> str:
+    return torch_key.split(".", 2)[1]  # nodes.<node>.…; a module name never holds a dot
+
+
 def modelgarden_names(plan: Plan) -> list[_Entry]:
     """Every Model Garden variable of the plan's network, with the torch state-dict key it maps to."""
     ArgumentError.expect(plan, Plan, "plan", "a Plan (specgraph.plan)")
+    return [e for e in _modelgarden_entries(_contiguous(plan)) if _node_of(e.torch_key) in plan]
+
+
+def _modelgarden_entries(plan: Plan) -> list[_Entry]:
+    """:func:`modelgarden_names` of a plan with contiguous endpoints (as Model Garden builds them)."""
     entries: list[_Entry] = []
     top = _Counter()
     endpoints = [n for n in plan.nodes if n.kind == "endpoint"]
@@ -201,7 +235,7 @@ def _from_keras(model: Any) -> dict[str, np.ndarray]:
     return {w.name.removesuffix(":0"): np.asarray(w.numpy()) for w in model.weights}
 
 
-def _as_numpy(value: Any) -> Any:
+def as_numpy(value: Any) -> Any:
     """Torch tensors as numpy arrays (the checks take anything numpy reads; they report the rest)."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu()
@@ -218,7 +252,7 @@ def _read(source: Any, plan: Plan) -> tuple[dict[str, Any], str | None]:
             name = str(key).removesuffix(":0")
             if name in values:
                 twice.append(name)
-            values[name] = _as_numpy(value)
+            values[name] = as_numpy(value)
         if twice:
             raise WeightsError([Problem("given twice (with and without ':0')", name) for name in twice])
         return values, None
@@ -307,8 +341,13 @@ def load_modelgarden_weights(model: SpecgraphNet, source: Any) -> SpecgraphNet:
     is left as it was.
     """
     require_model(model)
-    values, file = _read(source, model.plan)
-    mapping = _resolve(modelgarden_names(model.plan), set(values))
+    full = _contiguous(model.plan)  # a level selection reads the Model Garden network of min..max_level
+    values, file = _read(source, full)
+    mapping = _resolve(_modelgarden_entries(full), set(values))
+    # Variables of the nodes a level selection does not build: in the source, not in the model.
+    dropped = {name for name, e in mapping.items() if _node_of(e.torch_key) not in model.plan}
+    values = {k: v for k, v in values.items() if k not in dropped}
+    mapping = {k: e for k, e in mapping.items() if k not in dropped}
     state = model.state_dict()
     problems = [Problem(f"no torch tensor {e.torch_key} to load it into", name)
                 for name, e in mapping.items() if e.torch_key not in state]
