@@ -187,6 +187,14 @@ class Plan:
     def endpoint_map(self) -> dict[str, str]:
         return dict(self.endpoints)
 
+    @property
+    def levels_label(self) -> str:
+        """The endpoint levels for people: ``3..7``, or ``3, 5`` for a selection (``plan(..., levels=)``)."""
+        keys = [key for key, _ in self.endpoints]
+        if keys == [str(lv) for lv in range(self.min_level, self.max_level + 1)]:
+            return f"{self.min_level}..{self.max_level}"
+        return ", ".join(keys)
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["hash"] = self.hash
@@ -233,7 +241,7 @@ class Plan:
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=False)) + "  " + r[5] for r in rows]
         head = (f"{self.spec_name} variant {self.variant} @ {self.input_size[0]}x{self.input_size[1]}, "
-                f"levels {self.min_level}..{self.max_level}, hash {self.hash[:12]}")
+                f"levels {self.levels_label}, hash {self.hash[:12]}")
         tail = f"pruned (feed no endpoint): {', '.join(self.pruned)}" if self.pruned else ""
         return "\n".join([head, *lines] + ([tail] if tail else []))
 

@@ -58,6 +58,13 @@ EDGE_STYLES = {
     "chain": ("#9e9e9e", ""),
 }
 
+
+def _levels_text(plan: Plan, dash: str) -> str:
+    """``L3-L7``, or ``L3, L5`` for a level selection."""
+    if ".." in plan.levels_label:
+        return f"L{plan.min_level}{dash}L{plan.max_level}"
+    return ", ".join(f"L{key}" for key, _ in plan.endpoints)
+
 def _width(text: str, size: float) -> float:
     """The drawn width of ``text``: hidden characters are drawn as their escapes."""
     return len(visible(text)) * CHAR_EM * size
@@ -435,7 +442,7 @@ class _Layouter:
         # title and legend
         h, w = plan.input_size
         layout.title = visible(f"{plan.spec_name} \u00b7 variant {plan.variant} \u00b7 input {h}\u00d7{w} "
-                               f"\u00b7 endpoints L{plan.min_level}\u2013L{plan.max_level}")
+                               f"\u00b7 endpoints {_levels_text(plan, chr(0x2013))}")
         title = _Text(MARGIN, 22, layout.title, 13, weight="bold", cls="title")
         x = float(MARGIN)
         legend: list[dict] = []
@@ -569,7 +576,7 @@ def _text_view(plan: Plan) -> dict:
     rows = [{"level": lv, "nodes": [x for x in nodes if x["level"] == lv]} for lv in levels]
     h, w = plan.input_size
     title = (f"{plan.spec_name} variant {plan.variant} input {h}x{w} "
-             f"endpoints L{plan.min_level}-L{plan.max_level}")
+             f"endpoints {_levels_text(plan, '-')}")
     return {"nodes": nodes, "edges": edges, "rows": rows, "title": title, "hash": plan.hash}
 
 

@@ -83,7 +83,7 @@ def _planned(args: argparse.Namespace):
     from ._planner import plan
 
     spec = load(args.spec)
-    return plan(spec, args.variant, args.input, args.min_level, args.max_level)
+    return plan(spec, args.variant, args.input, args.min_level, args.max_level, levels=args.levels)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -124,7 +124,7 @@ def _stats(args: argparse.Namespace) -> int:
         data.update(spec=p.spec_name, variant=p.variant, input_size=list(p.input_size), plan_hash=p.hash)
         _emit_text(json.dumps(data, indent=1) + "\n", document=True)
         return EXIT_OK
-    lines = [f"{p.spec_name} {p.variant} @ {p.input_size[0]}x{p.input_size[1]}, levels {p.min_level}..{p.max_level}",
+    lines = [f"{p.spec_name} {p.variant} @ {p.input_size[0]}x{p.input_size[1]}, levels {p.levels_label}",
              f"{'node':<14}{'kind':<12}{'level':>6}{'params':>14}{'MACs':>16}{'activations':>14}"]
     for row in s.nodes:
         lines.append(f"{row.name:<14}{row.kind:<12}{row.level:>6}{row.params:>14,}{row.macs:>16,}"
@@ -178,12 +178,18 @@ def _level(text: str) -> int:
     return int(text)
 
 
+def _levels(text: str) -> list[int]:
+    return [_level(part.strip()) for part in text.split(",")]
+
+
 def _add_plan_args(parser: argparse.ArgumentParser, json: bool = True) -> None:
     parser.add_argument("spec", help="spec file (.toml/.yaml/.json) or built-in name")
     parser.add_argument("--variant", "-v", help="variant name (default: the spec's default_variant)")
     parser.add_argument("--input", "-i", default="640x640", help="input size HxW (default 640x640)")
     parser.add_argument("--min-level", type=_level, help="lowest endpoint level (default: the spec's)")
     parser.add_argument("--max-level", type=_level, help="highest endpoint level (default: the spec's)")
+    parser.add_argument("--levels", type=_levels, help="only these endpoint levels, e.g. 3,5 (default: all of "
+                        "min..max); blocks that feed none of them are pruned")
     if json:
         parser.add_argument("--json", action="store_true", help="print JSON")
 

@@ -64,6 +64,19 @@ def test_plan_odd_size_and_levels() -> None:
     assert data["endpoints"][0] == ["2", "endpoint_2"]
 
 
+def test_plan_level_selection() -> None:
+    result = run("plan", "spinenet", "-v", "49", "--input", "640x640", "--levels", "3,5", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["endpoints"] == [["3", "endpoint_3"], ["5", "endpoint_5"]]
+    names = {n["name"] for n in data["nodes"]}
+    assert {"endpoint_3", "endpoint_5"} <= names and not {"endpoint_4", "endpoint_6", "endpoint_7"} & names
+    table = run("plan", "spinenet", "-v", "49", "--levels", "3,5")
+    assert "levels 3, 5," in table.stdout.splitlines()[0]
+    stats = run("stats", "spinenet", "-v", "49", "--levels", "3,5", "--json")
+    assert json.loads(stats.stdout)["params"] < 21_920_192  # the full network's, Model Garden's count
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -71,6 +84,7 @@ def test_plan_odd_size_and_levels() -> None:
         (("plan", "spinenet", "--input", "64by64"), "write it as HxW"),
         (("validate", "missing.toml"), "no spec file 'missing.toml'"),
         (("stats", "spinenet", "--max-level", "8"), "no output block at level 8"),
+        (("plan", "spinenet", "--levels", "3,x"), "'x' is not a level"),
     ],
 )
 def test_errors_exit_2_without_traceback(args, fragment) -> None:

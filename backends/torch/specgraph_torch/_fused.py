@@ -489,5 +489,5 @@ class InferenceNet(nn.Module):
 
     def extra_repr(self) -> str:
         p = self.plan
-        return (f"{p.spec_name} {p.variant}, levels {p.min_level}..{p.max_level}, activation={self.activation}, "
+        return (f"{p.spec_name} {p.variant}, levels {p.levels_label}, activation={self.activation}, "
                 f"onednn={self.onednn}, channels_last={self.channels_last}")

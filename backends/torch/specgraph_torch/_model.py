@@ -240,7 +240,7 @@ class SpecgraphNet(nn.Module):
 
     def extra_repr(self) -> str:
         p = self.plan
-        return f"{p.spec_name} {p.variant}, levels {p.min_level}..{p.max_level}, activation={self.activation}"
+        return f"{p.spec_name} {p.variant}, levels {p.levels_label}, activation={self.activation}"
 
 
 def compile(plan: Plan | Spec | str, *, min_level: int | None = None, max_level: int | None = None,  # noqa: A001
