@@ -72,10 +72,13 @@ def test_builtin_specs_load_by_name_after_a_non_editable_install(tmp_path: Path)
 
 def test_compile_checks_a_plan_against_the_levels_given() -> None:
     plan = specgraph.plan(specgraph.load("spinenet"), "49S", 128)
-    with pytest.raises(specgraph.BackendError, match="max_level=6 does not match the plan.s max_level=7"):
+    with pytest.raises(specgraph.BackendError, match=r"max_level=6 does not match the plan's max_level=7"):
         specgraph.compile(plan, backend="null", max_level=6)
-    with pytest.raises(specgraph.BackendError, match="variant='49' but the plan has '49S'"):
+    with pytest.raises(specgraph.BackendError, match=r"variant='49' does not match the plan's variant='49S'"):
         specgraph.compile(plan, backend="null", variant="49")
+    expected = r"levels=\[3, 5\] does not match the plan's levels \[3, 4, 5, 6, 7\]"
+    with pytest.raises(specgraph.BackendError, match=expected):
+        specgraph.compile(plan, backend="null", levels=[3, 5])
     assert specgraph.compile(plan, backend="null", min_level=3, max_level=7).plan is plan
 
 

@@ -1,4 +1,4 @@
-"""Deployment paths: TFLite, mixed_bfloat16, XLA."""
+"""Deployment paths: TFLite, SavedModel signatures, mixed_bfloat16, XLA."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ import tensorflow as tf
 import tf_keras
 
 import specgraph
+from specgraph import ArgumentError
+
+LEVELS = ["3", "4", "5", "6", "7"]
+NAMES = [f"level_{k}" for k in LEVELS]  # written out here, not taken from the code under test
+LITE_WARNING = "ignore:.*tf.lite.Interpreter is deprecated:UserWarning"
 
 
-@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+@pytest.mark.filterwarnings(LITE_WARNING)
 def test_tflite_mobile_49_matches_keras(make_images, randomize_norms):
     model = specgraph.compile("spinenet_mobile", backend="tensorflow", variant="49", input_size=(256, 256))
     randomize_norms(model, seed=3)
@@ -24,6 +29,94 @@ def test_tflite_mobile_49_matches_keras(make_images, randomize_norms):
         assert got[level].shape == ref[level].shape
         assert np.abs(ref[level]).max() > 0.1
         assert np.abs(got[level] - ref[level]).max() <= 1e-4, level
+
+
+def _assert_equal_to_keras(got: dict, ref: dict, tolerance: float = 1e-4) -> float:
+    assert sorted(got) == sorted(ref) == LEVELS
+    worst = 0.0
+    for level, r in ref.items():
+        r = np.asarray(r)
+        assert got[level].shape == r.shape, level
+        assert np.abs(r).max() > 0.1, level  # randomised norms: far from zero, a wrong mapping shows
+        worst = max(worst, float(np.abs(got[level] - r).max()))
+    assert worst <= tolerance, worst
+    return worst
+
+
+@pytest.mark.filterwarnings(LITE_WARNING)
+def test_tflite_any_batch_from_one_flatbuffer_with_named_outputs(make_images, randomize_norms):
+    model = specgraph.compile("spinenet_mobile", backend="tensorflow", variant="49XS", input_size=(128, 128))
+    randomize_norms(model, seed=5)
+    lite = sgt.to_tflite(model, (128, 128))  # batch=None is the default
+
+    # The artefact read by TFLite itself, not through TFLiteModel.
+    interpreter = tf.lite.Interpreter(model_content=lite.content)
+    assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["images"], "outputs": NAMES}}
+    runner = interpreter.get_signature_runner("serving_default")
+    assert list(runner.get_input_details()["images"]["shape_signature"]) == [-1, 128, 128, 3]
+    assert sorted(runner.get_output_details()) == NAMES
+    index = runner.get_input_details()["images"]["index"]
+    outputs = {name: d["index"] for name, d in runner.get_output_details().items()}
+    del runner  # it holds the interpreter, which then refuses resize_tensor_input
+    x2 = make_images(2, 128, 128, seed=11)
+    interpreter.resize_tensor_input(index, [2, 128, 128, 3])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, x2)
+    interpreter.invoke()
+    raw = {name.removeprefix("level_"): interpreter.get_tensor(i) for name, i in outputs.items()}
+    ref2 = {k: v.numpy() for k, v in model(x2, training=False).items()}
+    deltas = {"raw batch 2": _assert_equal_to_keras(raw, ref2)}
+
+    deltas["run batch 2"] = _assert_equal_to_keras(lite.run(x2), ref2)
+    x1 = make_images(1, 128, 128, seed=12)
+    deltas["run batch 1"] = _assert_equal_to_keras(lite.run(x1), model(x1, training=False))
+    deltas["run batch 2 again"] = _assert_equal_to_keras(lite.run(x2), ref2)  # after batch 1, same flatbuffer
+    print(f"TFLite 49XS 128x128, max |delta|: {deltas}")
+    with pytest.raises(ArgumentError, match="Nx128x128x3"):
+        lite.run(make_images(1, 64, 64))  # H, W are fixed at conversion
+
+
+@pytest.mark.filterwarnings(LITE_WARNING)
+def test_tflite_fixed_batch_and_arguments(mini, make_images, randomize_norms):
+    model = sgt.compile(specgraph.plan(specgraph.load(mini()), input_size=64))
+    randomize_norms(model, seed=6)
+    for bad in (0, -1, True, 1.0, "2"):
+        with pytest.raises(ArgumentError, match="batch"):
+            sgt.to_tflite(model, (64, 64), batch=bad)
+    lite = sgt.to_tflite(model, (64, 64), batch=1)
+    runner = tf.lite.Interpreter(model_content=lite.content).get_signature_runner("serving_default")
+    assert list(runner.get_input_details()["images"]["shape_signature"]) == [1, 64, 64, 3]
+    assert sorted(runner.get_output_details()) == NAMES
+    x = make_images(1, 64, 64, seed=3)
+    ref = model(x, training=False)
+    got = lite.run(x)
+    assert sorted(got) == LEVELS
+    assert all(np.abs(got[k] - ref[k].numpy()).max() <= 1e-4 for k in LEVELS)
+    with pytest.raises(ArgumentError, match="1x64x64x3"):
+        lite.run(make_images(2, 64, 64))
+
+
+def test_savedmodel_signature_names_outputs_level_k(mini, make_images, randomize_norms, tmp_path):
+    model = sgt.compile(specgraph.plan(specgraph.load(mini()), input_size=64))
+    randomize_norms(model, seed=7)
+    assert sorted(sgt.serving_function(model).structured_outputs) == NAMES
+    path = str(tmp_path / "saved")
+    sgt.export_saved_model(model, path)
+    x = make_images(2, 64, 96, seed=8)
+    ref = {k: v.numpy() for k, v in model(x, training=False).items()}
+
+    serving = tf.saved_model.load(path).signatures["serving_default"]
+    assert sorted(serving.structured_outputs) == NAMES
+    assert [s.shape.as_list() for s in serving.structured_input_signature[1].values()] == [[None, None, None, 3]]
+    out = serving(images=tf.constant(x))
+    assert sorted(out) == NAMES
+    for k in LEVELS:
+        np.testing.assert_allclose(out[f"level_{k}"].numpy(), ref[k], rtol=1e-5, atol=1e-6 * np.abs(ref[k]).max())
+
+    keras_loaded = tf_keras.models.load_model(path)  # the model keeps its own level keys
+    again = keras_loaded(x, training=False)
+    assert sorted(again) == LEVELS
+    assert all(np.array_equal(again[k].numpy(), ref[k]) for k in LEVELS)
 
 
 def test_mixed_bfloat16_builds_and_runs(make_images, randomize_norms):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import keyword
 import os
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import specgraph_tensorflow as sgt
 import tensorflow as tf
 
 import specgraph
@@ -40,6 +42,41 @@ with np.load(sys.argv[2]) as saved:
     out = model(saved["images"], training=False)
     deltas = {k: float(np.abs(out[k].numpy() - saved["out" + k]).max()) for k in config["levels"]}
 print(json.dumps(deltas))
+"""
+
+
+LOAD_NPZ = """
+import importlib.util, json, sys
+import numpy as np  # the test script may use numpy; the emitted module may not
+import tensorflow as tf
+config = json.loads(sys.argv[2])
+tf.config.threading.set_intra_op_parallelism_threads(config["intra"])
+tf.config.threading.set_inter_op_parallelism_threads(config["inter"])
+spec = importlib.util.spec_from_file_location("emitted_model", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+assert "specgraph" not in sys.modules and "specgraph_tensorflow" not in sys.modules
+model = module.build_model()
+names = module.weights_dict(model)
+assert sorted(names) == sorted(config["names"]), "structural names differ from the backend's"
+module.load_npz(model, config["good"])
+with np.load(config["reference"]) as saved:
+    images, want = saved["images"], {k: saved["out" + k] for k in config["levels"]}
+def deltas():
+    out = model(images, training=False)
+    return {k: float(np.abs(out[k].numpy() - want[k]).max()) for k in config["levels"]}
+report = {"deltas": deltas(), "refused": {}}
+before = [v.numpy().copy() for v in model.weights]
+for case, path in config["bad"].items():
+    try:
+        module.load_npz(model, path)
+    except module.WeightsError as exc:
+        unchanged = all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.weights, strict=True))
+        report["refused"][case] = {"message": str(exc), "problems": exc.problems, "unchanged": unchanged}
+    else:
+        report["refused"][case] = None
+report["deltas_after"] = deltas()
+print(json.dumps(report))
 """
 
 
@@ -94,12 +131,87 @@ def test_emitted_model_equals_compiled_model(tmp_path: Path, family: str, varian
     assert max(deltas.values()) <= 1e-6, deltas
 
 
+@pytest.mark.slow
+def test_emitted_module_loads_the_backends_npz_by_name(tmp_path: Path) -> None:
+    """``load_npz`` in the emitted file reads ``specgraph_tensorflow.export_npz``'s names (no mapping, no
+    weight order) in a fresh interpreter; a wrong file is refused whole, naming each problem."""
+    plan = specgraph.plan(specgraph.load("spinenet_mobile"), "49XS", (128, 128))  # depthwise, SE, mbconv units
+    file = tmp_path / "model.py"
+    file.write_text(emit(plan, "tensorflow"))
+    model = specgraph.compile(plan, backend="tensorflow")
+    _randomise(model, seed=7)
+    images = np.random.default_rng(5).normal(0.0, 1.0, (2, 128, 128, 3)).astype(np.float32)
+    outputs = {k: v.numpy() for k, v in model(images, training=False).items()}
+    np.savez(tmp_path / "reference.npz", images=images, **{f"out{k}": v for k, v in outputs.items()})
+    sgt.export_npz(model, tmp_path / "good.npz")
+    good = {k: v.numpy() for k, v in sgt.weights_dict(model).items()}
+    shape = list(good["sp1/in0/op0/kernel"].shape)
+    bad = {
+        "missing": {k: v for k, v in good.items() if k != "stem/op0/kernel"},
+        "wrong_shape": {**good, "sp1/in0/op0/kernel": np.concatenate([good["sp1/in0/op0/kernel"]] * 2, axis=-1)},
+        "unexpected": {**good, "sp99/op0/kernel": np.zeros(3, np.float32)},
+        "nan": {**good, "endpoint_3/op0/gamma": np.full_like(good["endpoint_3/op0/gamma"], np.nan)},
+    }
+    paths = {}
+    for case, arrays in bad.items():
+        paths[case] = str(tmp_path / f"{case}.npz")
+        np.savez(paths[case], **arrays)
+    paths["not_npz"] = str(tmp_path / "not.npz")
+    Path(paths["not_npz"]).write_text("not a zip file")
+    config = {"names": sorted(good), "levels": sorted(outputs), "good": str(tmp_path / "good.npz"),
+              "reference": str(tmp_path / "reference.npz"), "bad": paths,
+              "intra": tf.config.threading.get_intra_op_parallelism_threads(),
+              "inter": tf.config.threading.get_inter_op_parallelism_threads()}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", LOAD_NPZ, str(file), json.dumps(config)], capture_output=True,
+                            text=True, timeout=600, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"load_npz 49XS: max |delta| per level {report['deltas']}")
+    assert set(report["deltas"]) == {"3", "4", "5", "6", "7"}
+    assert max(report["deltas"].values()) == 0.0, report["deltas"]  # same kernels, same weights: bitwise
+    assert report["deltas_after"] == report["deltas"]  # the refused loads changed nothing
+    refused = report["refused"]
+    assert all(refused[case] is not None and refused[case]["unchanged"] for case in paths), refused
+    expected = {
+        "missing": f"stem/op0/kernel: missing (expected shape {list(good['stem/op0/kernel'].shape)})",
+        "wrong_shape": f"sp1/in0/op0/kernel: shape {[*shape[:-1], 2 * shape[-1]]} in the file, {shape} in the model",
+        "unexpected": "sp99/op0/kernel: unexpected (not a weight of this model)",
+        "nan": "endpoint_3/op0/gamma: holds NaN or inf",
+    }
+    for case, problem in expected.items():
+        assert refused[case]["problems"] == [problem] or refused[case]["problems"][0].startswith(problem), refused[case]
+        assert refused[case]["message"].startswith(f"{paths[case]}: 1 problem(s), nothing loaded:"), refused[case]
+    assert "cannot read the file" in refused["not_npz"]["message"]
+
+
+def test_emitted_weight_naming_is_the_backends_own_source(mini) -> None:
+    """The role part of the names is the backend's code copied from its source, not a second hand-written
+    rule; the slot table names every slot of the compiled model, weighted fusion included."""
+    from specgraph_tensorflow._layers import ConvNorm
+    from specgraph_tensorflow._units import BlockUnit, SqueezeExcite
+    from specgraph_tensorflow.weights import _layer_variables
+
+    data = mini()
+    data["fusion"] = {"method": "weighted"}
+    plan = specgraph.plan(specgraph.load(data), input_size=64)
+    source = emit(plan, "tensorflow")
+    for function in (_layer_variables, ConvNorm.named_variables, SqueezeExcite.named_variables,
+                     BlockUnit.named_layers):
+        assert inspect.getsource(function) in source, function.__qualname__
+    namespace: dict = {}
+    exec(compile(source, "emitted.py", "exec"), namespace)
+    model = specgraph.compile(plan, backend="tensorflow")
+    assert list(namespace["SLOTS"]) == list(model.slots)
+    assert namespace["SLOTS"] == {key: layer.name for key, layer in model.slots.items()}
+
+
 # "a<b&c" and "a>b&c" sanitise to the same layer name, which "a_b_c" already is.
 HOSTILE = ["</text><script>", "a<b&c", 'q"uote', "</svg>", "${x}", "class", "1st", "a>b&c", "a_b_c", "tf"]
 TF_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.-]*")
 
 
-def test_hostile_names_become_safe_identifiers_and_layer_names(mini) -> None:
+def test_hostile_names_become_safe_identifiers_and_layer_names(mini, tmp_path: Path) -> None:
     data = mini()
     data["fusion"] = {"method": "weighted", "activation": True}
     renames = dict(zip(["b1", "b2", "b3", "b4", "b5", "o3", "o4", "o5", "o6", "o7"], HOSTILE, strict=True))
@@ -133,6 +245,14 @@ def test_hostile_names_become_safe_identifiers_and_layer_names(mini) -> None:
     a, b = model(x, training=False), emitted(x, training=False)
     assert set(a) == set(b) == {"3", "4", "5", "6", "7"}
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+    # By name too: the backend's .npz (hostile node names, sanitised layer names, fusion weights) loads.
+    assert sorted(namespace["weights_dict"](emitted)) == sorted(sgt.weights_dict(model))
+    fresh = namespace["build_model"]()
+    sgt.export_npz(model, tmp_path / "w.npz")
+    namespace["load_npz"](fresh, tmp_path / "w.npz")
+    c = fresh(x, training=False)
+    assert all(np.array_equal(a[k].numpy(), c[k].numpy()) for k in a)
 
 
 @pytest.mark.slow

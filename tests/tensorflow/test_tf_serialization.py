@@ -86,5 +86,5 @@ def test_savedmodel_export_and_reload(regularized, tmp_path, make_images):
     ref = regularized(x, training=False)
     for level in ref:
         # A graph-mode call may fuse ops differently from the eager one: equal up to float rounding.
-        np.testing.assert_allclose(out[level].numpy(), ref[level].numpy(), rtol=1e-5,
+        np.testing.assert_allclose(out[f"level_{level}"].numpy(), ref[level].numpy(), rtol=1e-5,
                                    atol=1e-6 * np.abs(ref[level].numpy()).max())

@@ -2,10 +2,18 @@
 
 Plan values enter the code built here only through ``repr`` (``{x!r}``): a plan deserialised
 without checks may hold a string where a number belongs, and it must stay a literal.
+
+The emitted module names weights as :func:`specgraph_tensorflow.weights_dict` does (its ``load_npz``
+reads :func:`specgraph_tensorflow.export_npz`'s files). The role part of a name (``kernel``,
+``conv2/gamma``, ``se/reduce/bias``) is this backend's own code, copied in from its source
+(:data:`_INLINED`), not a second hand-written rule; the slot part (``sp3/in0/op1``) is data this
+emitter writes beside each layer's name.
 """
 
 from __future__ import annotations
 
+import inspect
+import textwrap
 from dataclasses import dataclass
 
 import jinja2
@@ -14,6 +22,9 @@ from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, Un
 from specgraph._codegen import Namespace, render_template
 
 from ._build import layer_names
+from ._layers import ConvNorm
+from ._units import BlockUnit, SqueezeExcite
+from .weights import _layer_variables
 
 __all__ = ["emit"]
 
@@ -23,7 +34,24 @@ _MODULE_NAMES = {"annotations", "Any", "tf", "tf_keras", "ACTIVATION", "NORM_MOM
                  "INPUT_CHANNELS", "SPEC_NAMES", "LAYER_NAMES", "ACTIVATIONS", "no_autograph", "hard_sigmoid",
                  "hard_swish", "activation_fn", "dim", "ConvNorm", "Upsample", "Fuse", "StochasticDepth",
                  "SqueezeExcite", "BlockUnit", "apply_ops", "build_model", "input_shape",
-                 "stochastic_depth_drop_rate", "name", "rate", "image", "outputs", "x", "layer", "layers"}
+                 "stochastic_depth_drop_rate", "name", "rate", "image", "outputs", "x", "layer", "layers",
+                 "in_xla_compilation", "same_pads", "depthwise_by_shifts", "GraphOrParentsInXlaContext", "ast",
+                 "os", "sys", "zipfile", "SLOTS", "NPY_DTYPES", "WeightsError", "weights_dict", "parse_npy", "read_npz",
+                 "load_npz", "_layer_variables"}
+
+# The backend's weight-role naming, as it runs, copied into the emitted module: template name ->
+# (the function or method, the indent it takes there). The emitted layers have the attributes these
+# read (conv, norm, reduce, expand, parts, shortcut, fusion_weights) because they mirror the backend's.
+_INLINED = {
+    "layer_variables": (_layer_variables, 0),
+    "conv_norm_named_variables": (ConvNorm.named_variables, 4),
+    "squeeze_excite_named_variables": (SqueezeExcite.named_variables, 4),
+    "block_unit_named_layers": (BlockUnit.named_layers, 4),
+}
+
+
+def _source(function: object, indent: int) -> str:
+    return textwrap.indent(textwrap.dedent(inspect.getsource(function)), " " * indent).rstrip()
 
 
 @dataclass(frozen=True)
@@ -52,11 +80,14 @@ def _op(op: Conv | MaxPool | Upsample, name: str, level: int, resample: bool) ->
     raise BackendError(f"{name}: cannot emit op {type(op).__name__}")
 
 
-def _ops(x: str, ops: tuple, prefix: str, level: int, resample: bool, indent: int) -> str:
-    """``apply_ops(x, image, op0, op1, ...)``: the ops run in order, as the backend's builder calls them."""
+def _ops(x: str, ops: tuple, prefix: str, level: int, resample: bool, indent: int, slot: str,
+         slots: dict[str, str]) -> str:
+    """``apply_ops(x, image, op0, op1, ...)``: the ops run in order, as the backend's builder calls them.
+    Each conv's structural slot (``{slot}/op{k}``, the backend's key) -> its layer name goes into ``slots``."""
     if not ops:
         return x
     layers = [_op(op, f"{prefix}_op{k}", level, resample) for k, op in enumerate(ops)]
+    slots.update({f"{slot}/op{k}": f"{prefix}_op{k}" for k, op in enumerate(ops) if isinstance(op, Conv)})
     if len(layers) == 1:
         return f"apply_ops({x}, image, {layers[0]})"
     pad = " " * (indent + 4)
@@ -77,10 +108,11 @@ def _unit(unit: Unit, drop: str, name: str) -> str:
     return f"BlockUnit({args}{drop}, name={name!r})"
 
 
-def _edges(node: Node, var: dict[str, str], prefix: str) -> str:
+def _edges(node: Node, var: dict[str, str], prefix: str, slots: dict[str, str]) -> str:
     pad = " " * 8
-    parts = "".join(f"\n{pad}{_ops(var[e.source], e.ops, f'{prefix}_in{j}', e.target_level, True, 8)},"
-                    for j, e in enumerate(node.inputs))
+    edges = [_ops(var[e.source], e.ops, f"{prefix}_in{j}", e.target_level, True, 8, f"{node.name}/in{j}", slots)
+             for j, e in enumerate(node.inputs)]
+    parts = "".join(f"\n{pad}{edge}," for edge in edges)
     return f"[{parts}\n    ]"
 
 
@@ -100,18 +132,21 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
     prefixes = layer_names(plan)
     var = {node.name: names.add(node.name) for node in plan.nodes}
     lines = []
+    slots: dict[str, str] = {}  # structural slot -> Keras layer name, in the backend's slot order
     for node in plan.nodes:
         prefix, v = prefixes[node.name], var[node.name]
         if node.kind == "stem":
-            x = _ops("image", node.ops, prefix, node.level, False, 4)
+            x = _ops("image", node.ops, prefix, node.level, False, 4, node.name, slots)
         elif node.kind == "stem_block":
             x = var[node.inputs[0].source]
         elif node.kind == "block":
             act = "ACTIVATION" if node.fusion_activation else "None"
             x = (f"Fuse({(node.fusion or 'sum')!r}, {len(node.inputs)}, {act}, name={prefix + '_fuse'!r})"
-                 f"({_edges(node, var, prefix)})")
+                 f"({_edges(node, var, prefix, slots)})")
+            if node.fusion == "weighted":  # only a weighted fusion has weights (the backend's slots too)
+                slots[f"{node.name}/fuse"] = f"{prefix}_fuse"
         elif node.kind == "endpoint":
-            x = _ops(var[node.inputs[0].source], node.ops, prefix, node.level, False, 4)
+            x = _ops(var[node.inputs[0].source], node.ops, prefix, node.level, False, 4, node.name, slots)
         else:
             raise BackendError(f"node {node.name}: unknown kind {node.kind!r}")
         drop = f", drop_rate=rate * {node.drop_fraction!r}" if node.drop_fraction else ""
@@ -121,6 +156,7 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
                 statements.append(f"{v} = {x}")
                 x = v
             x = f"{_unit(unit, drop, f'{prefix}_unit{k}')}({x})"
+            slots[f"{node.name}/unit{k}"] = f"{prefix}_unit{k}"
         statements.append(f"{v} = {x}")
         lines.append(_Line(_comment(node), tuple(statements)))
     loader = jinja2.PackageLoader("specgraph_tensorflow", "templates")
@@ -131,4 +167,6 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
         "names": sorted(names.origin.items()),
         "layer_names": [(node.name, prefixes[node.name]) for node in plan.nodes],
         "nodes": lines, "outputs": [(level, var[name]) for level, name in plan.endpoints],
+        "slots": list(slots.items()),
+        "inlined": {key: _source(function, indent) for key, (function, indent) in _INLINED.items()},
     })

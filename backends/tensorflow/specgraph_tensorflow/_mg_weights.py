@@ -11,6 +11,7 @@ the graph (sp16 at min_level 3) are simply absent.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -154,28 +155,83 @@ def modelgarden_reference(plan: Plan, *, fixed_size: bool = True) -> Any:
 
 
 _VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
-_LAYER = "/layer_with_weights-"
+_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+# The children a Keras model adds for its layers (the backbone is found by counting the weighted ones).
+_LAYER_CHILD = re.compile(r"layer(?:_with_weights)?-\d+")
+_WEIGHTED_CHILD = re.compile(r"layer_with_weights-\d+")
 
 
-def _backbone_prefix(shapes: dict[str, list[int]], weighted_layers: int, path: str) -> str:
+def _object_graph(reader: Any) -> Any:
+    """The checkpoint's object graph: every object, its named children, its variables' keys."""
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor(_GRAPH_KEY))
+    return graph
+
+
+def _paths(graph: Any) -> dict[int, str]:
+    """Object id -> one shortest path from the root (``model/backbone``; the root is ``""``). An object
+    may be reached along several paths (a SavedModel lists every variable under ``variables/N`` too);
+    named attributes are preferred over Keras's generic ``layer-N`` ones, for readable messages."""
+    paths = {0: ""}
+    queue = [0]
+    for node in queue:
+        children = sorted(graph.nodes[node].children, key=lambda c: bool(_LAYER_CHILD.fullmatch(c.local_name)))
+        for child in children:
+            if child.node_id not in paths:
+                paths[child.node_id] = f"{paths[node]}/{child.local_name}".lstrip("/")
+                queue.append(child.node_id)
+    return paths
+
+
+def _backbone_prefix(graph: Any, weighted_layers: int, path: str) -> str:
     """The object path of the backbone inside a checkpoint, found by structure: the Keras model whose
     ``layer_with_weights-K`` children number exactly as many as Model Garden's backbone has.
 
     A backbone-only checkpoint keeps it under its own name (``model``), a Model Garden training
-    checkpoint under ``model/backbone``, beside the decoder, the head and the optimizer."""
-    layers: dict[str, set[str]] = {}
-    for key in shapes:
-        marked = "/" + key
-        if key.endswith(_VALUE) and _LAYER in marked and ".OPTIMIZER_SLOT" not in key:
-            prefix, rest = marked.split(_LAYER, 1)
-            layers.setdefault(prefix.lstrip("/"), set()).add(rest.split("/", 1)[0])
-    found = [prefix for prefix, children in layers.items() if len(children) == weighted_layers]
+    checkpoint under ``model/backbone``, beside the decoder, the head and the optimizer; a SavedModel
+    of the backbone at its root (``""``), of a RetinaNet under ``backbone``. Read off the object graph,
+    not the variables' keys: a SavedModel keys many variables by another path (``variables/N``)."""
+    paths = _paths(graph)
+    layers = {i: len({c.local_name for c in graph.nodes[i].children if _WEIGHTED_CHILD.fullmatch(c.local_name)})
+              for i in paths}
+    found = sorted(paths[i] for i, n in layers.items() if n == weighted_layers)
     if len(found) == 1:
         return found[0]
-    sizes = ", ".join(f"{p or '(root)'}: {len(c)}" for p, c in sorted(layers.items())) or "none"
+    sizes = ", ".join(f"{paths[i] or '(root)'}: {n}" for i, n in sorted(layers.items(), key=lambda kv: paths[kv[0]])
+                      if n) or "none"
     raise WeightsError(Problem(f"no Keras model in the checkpoint has the {weighted_layers} weighted layers of the "
                                f"Model Garden backbone (weighted layers per model: {sizes})" if not found else
                                f"several models could be the backbone: {', '.join(found)}", file=path))
+
+
+def _variable_keys(graph: Any, other: Any) -> dict[str, str | None]:
+    """For every variable key of checkpoint ``graph``, the key of the same object in checkpoint ``other``
+    (reached along the same child names from the root), or None where ``other`` lacks it."""
+    keys: dict[str, str | None] = {}
+    queue = [(0, 0)]
+    seen = {0}
+    for node, match in queue:
+        theirs = {c.local_name: c.node_id for c in other.nodes[match].children} if match is not None else {}
+        values = {a.name: a.checkpoint_key for a in other.nodes[match].attributes} if match is not None else {}
+        for attribute in graph.nodes[node].attributes:
+            if attribute.name == "VARIABLE_VALUE":
+                keys[attribute.checkpoint_key] = values.get("VARIABLE_VALUE")
+        for child in graph.nodes[node].children:
+            if child.node_id not in seen:
+                seen.add(child.node_id)
+                queue.append((child.node_id, theirs.get(child.local_name)))
+    return keys
+
+
+def _checkpoint_file(path: str) -> str:
+    """The checkpoint to read for ``path``: a SavedModel directory's variables are an ordinary object-graph
+    checkpoint at ``<dir>/variables/variables``; any other path is the checkpoint itself."""
+    if os.path.isdir(path) and any(os.path.isfile(os.path.join(path, name))
+                                   for name in ("saved_model.pb", "saved_model.pbtxt")):
+        return os.path.join(path, "variables", "variables")
+    return path
 
 
 def _under(prefix: str, model: Any) -> Any:
@@ -195,11 +251,12 @@ def _structural_names(plan: Plan, mg: Any) -> dict[int, str]:
     return {int(np.asarray(a).flat[0]): name for name, a in arrays.items() if np.size(a)}
 
 
-def _differences(plan: Plan, mg: Any, prefix: str, shapes: dict[str, list[int]]) -> list[Problem]:
+def _differences(plan: Plan, mg: Any, prefix: str, shapes: dict[str, list[int]], graph: Any) -> list[Problem]:
     """What the checkpoint holds under ``prefix`` against what ``mg`` expects, by specgraph's weight names.
 
     ``mg`` is written to a scratch checkpoint with every variable filled with its own index, which
-    tells which checkpoint key is which variable (Keras names are not in the checkpoint)."""
+    tells which checkpoint key is which variable (Keras names are not in the checkpoint); each of its
+    objects is matched to the checkpoint's (``graph``) along the same child names."""
     import tempfile
 
     for i, variable in enumerate(mg.weights):
@@ -209,11 +266,13 @@ def _differences(plan: Plan, mg: Any, prefix: str, shapes: dict[str, list[int]])
         reader = tf.train.load_checkpoint(probe)
         expected = {key: (shape, reader.get_tensor(key)) for key, shape in tf.train.list_variables(probe)
                     if key.endswith(_VALUE)}
+        in_checkpoint = _variable_keys(_object_graph(reader), graph)
     names = _structural_names(plan, mg)
     problems = []
     for key, (shape, marks) in sorted(expected.items()):
         name = names.get(int(marks.flat[0]), mg.weights[int(marks.flat[0])].name) if marks.size else key
-        theirs = shapes.get(key)
+        theirs_key = in_checkpoint.get(key)
+        theirs = shapes.get(theirs_key) if theirs_key is not None else None
         if theirs is None:
             problems.append(Problem(f"missing from the checkpoint (expected shape {list(shape)}; key {key})", name))
         elif list(theirs) != list(shape):
@@ -223,26 +282,31 @@ def _differences(plan: Plan, mg: Any, prefix: str, shapes: dict[str, list[int]])
 
 def modelgarden_from_checkpoint(plan: Plan, path: str) -> Any:
     """Restore the Model Garden backbone of ``plan``'s architecture from any checkpoint holding one:
-    ``tf.train.Checkpoint(model=backbone)`` written with ``write()`` or ``save()``, or a Model Garden
-    training checkpoint (RetinaNet, Mask R-CNN: ``model/backbone``, found by structure)."""
+    ``tf.train.Checkpoint(model=backbone)`` written with ``write()`` or ``save()``, a Model Garden
+    training checkpoint (RetinaNet, Mask R-CNN: ``model/backbone``, found by structure), or a SavedModel
+    directory (``tf.saved_model.save`` of a backbone or a RetinaNet: its variables checkpoint)."""
+    checkpoint = _checkpoint_file(path)
     try:
-        shapes = dict(tf.train.list_variables(path))
-    except (tf.errors.OpError, ValueError) as exc:  # missing, a directory, not a checkpoint
-        raise WeightsError(Problem(f"cannot read the checkpoint: {first_line(exc)}", file=path)) from exc
+        reader = tf.train.load_checkpoint(checkpoint)
+        shapes = reader.get_variable_to_shape_map()
+        graph = _object_graph(reader)
+    except (tf.errors.OpError, ValueError) as exc:  # missing, a directory, not a checkpoint, no object graph
+        what = "the SavedModel's variables" if checkpoint != path else "the checkpoint"
+        raise WeightsError(Problem(f"cannot read {what}: {first_line(exc)}", file=path)) from exc
     errors: list[Problem] = []
     for fixed in (True, False):  # a model built at an unknown width lacks the merge-only block
         mg = modelgarden_reference(plan, fixed_size=fixed)
         weighted = sum(1 for layer in mg.layers if layer.weights)
         try:
-            prefix = _backbone_prefix(shapes, weighted, path)
+            prefix = _backbone_prefix(graph, weighted, path)
         except WeightsError as exc:
             errors = list(exc.problems)
             continue
         try:
-            _under(prefix, mg).read(path).assert_existing_objects_matched()
+            _under(prefix, mg).read(checkpoint).assert_existing_objects_matched()
             return mg
         except (AssertionError, ValueError, tf.errors.InvalidArgumentError):
-            differences = _differences(plan, mg, prefix, shapes)
+            differences = _differences(plan, mg, prefix, shapes, graph)
             errors = [Problem(f"the checkpoint holds another network than {plan.spec_name} {plan.variant} (another "
                               f"variant or spec?): {len(differences)} weight(s) differ", file=path), *differences]
             break
