@@ -14,18 +14,36 @@ from __future__ import annotations
 
 import ast
 import builtins
+import inspect
 import keyword
 import re
-from collections.abc import Iterable, Mapping
+import textwrap
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jinja2
 
+from ._activations import FORMULAS, canonical_activation
 from ._errors import BackendError, SpecgraphError
 from ._plan import Plan
 from ._text import visible
 
-__all__ = ["CodegenError", "Namespace", "emit", "header", "render_template"]
+__all__ = ["ACTIVATION_FUNCTIONS", "CodegenError", "Namespace", "activation_sources", "emit", "header",
+           "render_template"]
+
+
+# The names a backend gives its activation functions (``act_relu`` ...); emitted modules reserve them.
+ACTIVATION_FUNCTIONS = frozenset(f"act_{name}" for name in FORMULAS)
+
+
+def activation_sources(kernels: Mapping[str, Callable[..., Any]], activation: str) -> dict[str, str]:
+    """Template values for a model using ``activation``: the source of the backend's own functions
+    for it and for the squeeze-excitation gate (``act_hard_sigmoid``), copied by ``inspect``, and
+    the name to call. Generated code thus runs the backend's formulas, never a hand copy."""
+    kind = canonical_activation(activation)
+    wanted = dict.fromkeys([kind, "hard_sigmoid"])
+    sources = [textwrap.dedent(inspect.getsource(kernels[name])).rstrip() for name in wanted]
+    return {"activation_source": "\n\n\n".join(sources), "activation_function": f"act_{kind}"}
 
 
 class CodegenError(SpecgraphError):

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from ._activations import ACTIVATIONS
 from ._text import brief, first_unsafe
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
 
 MAX_LEVEL = 12  # stride 4096; far beyond any detector, but keeps sizes and loops bounded
 BLOCK_TYPES = ("residual", "bottleneck", "mbconv")
-ACTIVATIONS = ("relu", "relu6", "swish", "silu", "hard_swish", "gelu", "elu", "sigmoid", "linear")
 _NAME_RE = re.compile(r"[^\s.]{1,64}")  # whole-string match only; dots would clash with module paths
 MAX_VARIANTS = 256
 MAX_TEXT = 16_384  # the description; the loader holds every string of a file to the same cap

@@ -8,6 +8,8 @@ through :func:`visible` (and the format's own escaping); identifiers through
 Everything here keeps its signature within a minor version.
 """
 
+from ._activations import ACTIVATIONS, canonical_activation
+from ._activations import FORMULAS as ACTIVATION_FORMULAS
 from ._codegen import CodegenError, Namespace, header, render_template
 from ._features import Feature, FeatureInfo
 from ._memory import available_memory, check_memory, format_bytes
@@ -18,6 +20,8 @@ from ._text import brief, first_unsafe, visible
 from ._weights import LoadReport, select_weights
 
 __all__ = [
+    "ACTIVATIONS",
+    "ACTIVATION_FORMULAS",
     "COMMON_OPTIONS",
     "CodegenError",
     "Feature",
@@ -26,6 +30,7 @@ __all__ = [
     "Namespace",
     "available_memory",
     "brief",
+    "canonical_activation",
     "check_memory",
     "check_options",
     "check_plan_matches",

@@ -7,12 +7,16 @@ both directions, on SpineNet-49S, Mobile-49XS and random specs from hypothesis.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import specgraph
+from specgraph.backend_api import ACTIVATION_FORMULAS
 from specgraph.testing import valid_specs
 
 torch = pytest.importorskip("torch")
@@ -21,6 +25,7 @@ specgraph_torch = pytest.importorskip("specgraph_torch")
 specgraph_tensorflow = pytest.importorskip("specgraph_tensorflow")
 
 pytestmark = pytest.mark.slow
+DATA = Path(__file__).parent / "data"
 TOLERANCE = 1e-4
 
 
@@ -112,5 +117,17 @@ def test_mismatched_layout_is_listed_and_nothing_loads() -> None:
 def test_random_specs_agree(data, size, seed) -> None:
     plan = specgraph.plan(specgraph.load(data), input_size=size)
     forward, backward = _both_ways(plan, size, seed)
+    assert max(forward.values()) <= TOLERANCE, forward
+    assert max(backward.values()) <= TOLERANCE, backward
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATION_FORMULAS))
+def test_every_activation_and_block_type_agrees(activation: str) -> None:
+    """tests/data/small.toml has every block type (residual, bottleneck, mbconv with SE), a merge edge,
+    up- and down-sampling; the activation is set on the plan, as a spec's ``activation`` would be."""
+    plan = specgraph.plan(specgraph.load(DATA / "small.toml"), input_size=(64, 96))
+    assert {n.block_type for n in plan.nodes if n.kind == "block"} >= {"residual", "bottleneck", "mbconv"}
+    plan = dataclasses.replace(plan, activation=activation)
+    forward, backward = _both_ways(plan, (64, 96))
     assert max(forward.values()) <= TOLERANCE, forward
     assert max(backward.values()) <= TOLERANCE, backward

@@ -117,8 +117,8 @@ def test_options_are_checked(mini):
         sgt.compile(plan, min_level=3)
     with pytest.raises(specgraph.BackendError, match="unknown option"):
         sgt.compile(plan, resample_alpha=0.5)
-    with pytest.raises(ValueError, match="unknown activation"):
-        sgt.compile(plan, activation="mish")
+    with pytest.raises(specgraph.BackendError, match="unknown activation 'reluu'"):
+        sgt.compile(plan, activation="reluu")
     model = specgraph.compile(plan, backend="tensorflow", norm_epsilon=1e-5)
     assert sorted(model.output_specs) == ["4", "5", "6", "7"]
     assert model.slots["endpoint_4/op0"].norm.epsilon == 1e-5

@@ -4,6 +4,7 @@
 """
 
 from ._emit import emit
+from ._layers import ACTIVATION_KERNELS, activation_kernel
 from ._model import OPTIONS, SpecgraphModel, build, compile, xla_function
 from .deploy import TFLiteModel, export_saved_model, serving_function, to_tflite
 from .weights import WeightMismatchError, WeightsError, export_npz, load_weights, weights_dict
@@ -11,12 +12,14 @@ from .weights import WeightMismatchError, WeightsError, export_npz, load_weights
 __version__ = "0.1.0"
 
 __all__ = [
+    "ACTIVATION_KERNELS",
     "OPTIONS",
     "SpecgraphModel",
     "TFLiteModel",
     "WeightMismatchError",
     "WeightsError",
     "__version__",
+    "activation_kernel",
     "build",
     "compile",
     "emit",

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import jinja2
 
 from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, Unit, Upsample
-from specgraph._codegen import Namespace, render_template
+from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, activation_sources, render_template
 
 from ._build import layer_names
-from ._layers import ConvNorm
+from ._layers import ACTIVATION_KERNELS, ConvNorm
 from ._units import BlockUnit, SqueezeExcite
 from .weights import _layer_variables
 
@@ -30,14 +30,14 @@ __all__ = ["emit"]
 
 # Identifiers the generated module defines or uses itself; spec names must not shadow them.
 _MODULE_NAMES = {"annotations", "Any", "tf", "tf_keras", "ACTIVATION", "NORM_MOMENTUM", "NORM_EPSILON",
-                 "KERNEL_INITIALIZER", "RESAMPLE_DEPTHWISE_INITIALIZER", "HARD_SIGMOID_SCALE", "MODEL_NAME",
+                 "KERNEL_INITIALIZER", "RESAMPLE_DEPTHWISE_INITIALIZER", "MODEL_NAME",
                  "INPUT_CHANNELS", "SPEC_NAMES", "LAYER_NAMES", "ACTIVATIONS", "no_autograph", "hard_sigmoid",
                  "hard_swish", "activation_fn", "dim", "ConvNorm", "Upsample", "Fuse", "StochasticDepth",
                  "SqueezeExcite", "BlockUnit", "apply_ops", "build_model", "input_shape",
                  "stochastic_depth_drop_rate", "name", "rate", "image", "outputs", "x", "layer", "layers",
                  "in_xla_compilation", "same_pads", "depthwise_by_shifts", "GraphOrParentsInXlaContext", "ast",
                  "os", "sys", "zipfile", "SLOTS", "NPY_DTYPES", "WeightsError", "weights_dict", "parse_npy", "read_npz",
-                 "load_npz", "_layer_variables"}
+                 "load_npz", "_layer_variables", *ACTIVATION_FUNCTIONS}
 
 # The backend's weight-role naming, as it runs, copied into the emitted module: template name ->
 # (the function or method, the indent it takes there). The emitted layers have the attributes these
@@ -162,6 +162,7 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
     loader = jinja2.PackageLoader("specgraph_tensorflow", "templates")
     return render_template(loader, "model.py.j2", {
         "header": header, "activation": plan.activation, "norm_momentum": plan.norm_momentum,
+        **activation_sources(ACTIVATION_KERNELS, plan.activation),
         "norm_epsilon": plan.norm_epsilon, "input_channels": plan.input_channels,
         "model_name": f"{plan.spec_name}_{plan.variant}".replace(".", "_"),
         "names": sorted(names.origin.items()),

@@ -16,43 +16,79 @@ import tf_keras
 from tf_keras.src.backend import RandomGenerator
 from tf_keras.src.utils.control_flow_util import GraphOrParentsInXlaContext
 
-__all__ = ["ConvNorm", "Fuse", "LayerOptions", "PlannedLayer", "StochasticDepth", "Upsample", "activation_fn",
-           "build_sublayer", "depthwise_by_shifts", "hard_sigmoid", "in_xla_compilation"]
+from specgraph.backend_api import ACTIVATION_FORMULAS, canonical_activation
+
+__all__ = ["ACTIVATION_KERNELS", "ConvNorm", "Fuse", "LayerOptions", "PlannedLayer", "StochasticDepth", "Upsample",
+           "activation_fn", "activation_kernel", "build_sublayer", "depthwise_by_shifts", "hard_sigmoid",
+           "in_xla_compilation"]
 
 # Calls hold no tensor-dependent Python control flow; skipping autograph makes building faster.
 _no_autograph = tf.autograph.experimental.do_not_convert
 # (The wrapper hides call signatures from Keras, which then passes ``training`` to every call.)
 
-# Model Garden's hard-sigmoid constant (not exactly 1/6); kept for numerical parity.
-HARD_SIGMOID_SCALE = 0.16667
+# One function per canonical activation (specgraph._activations.FORMULAS says what each computes),
+# as Model Garden's tf_utils.get_activation resolves the name. Each is self-contained (tf only)
+# because the emitter copies the plan's one into standalone source; constants are cast to the
+# input's dtype so mixed precision keeps bfloat16.
+def act_relu(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.relu(x)
 
 
-def hard_sigmoid(x: tf.Tensor) -> tf.Tensor:
-    return tf.nn.relu6(x + tf.cast(3.0, x.dtype)) * tf.cast(HARD_SIGMOID_SCALE, x.dtype)
+def act_relu6(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.relu6(x)
 
 
-def _hard_swish(x: tf.Tensor) -> tf.Tensor:
+def act_swish(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.silu(x)
+
+
+def act_hard_swish(x: tf.Tensor) -> tf.Tensor:
     return x * tf.nn.relu6(x + tf.cast(3.0, x.dtype)) * tf.cast(1.0 / 6.0, x.dtype)
 
 
-_ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
-    "relu": tf.nn.relu,
-    "relu6": tf.nn.relu6,
-    "swish": tf.nn.silu,
-    "silu": tf.nn.silu,
-    "hard_swish": _hard_swish,
-    "gelu": lambda x: tf.nn.gelu(x, approximate=False),
-    "elu": tf.nn.elu,
-    "sigmoid": tf.nn.sigmoid,
-    "linear": tf.identity,
-}
+def act_hard_sigmoid(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.relu6(x + tf.cast(3.0, x.dtype)) * tf.cast(0.16667, x.dtype)  # Model Garden's, not 1/6
 
 
-def activation_fn(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
-    try:
-        return _ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; known: {', '.join(_ACTIVATIONS)}") from None
+def act_sigmoid(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.sigmoid(x)
+
+
+def act_tanh(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.tanh(x)
+
+
+def act_elu(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.elu(x)
+
+
+def act_gelu(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.gelu(x, approximate=True)  # Model Garden's gelu is the tanh approximation
+
+
+def act_mish(x: tf.Tensor) -> tf.Tensor:
+    return x * tf.nn.tanh(tf.nn.softplus(x))
+
+
+def act_leaky_relu(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.leaky_relu(x)  # alpha 0.2
+
+
+def act_linear(x: tf.Tensor) -> tf.Tensor:
+    return tf.identity(x)
+
+
+ACTIVATION_KERNELS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    name: globals()[f"act_{name}"] for name in ACTIVATION_FORMULAS}
+hard_sigmoid = act_hard_sigmoid  # squeeze-excitation's gate
+
+
+def activation_kernel(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The function for any accepted activation name (aliases too); :class:`BackendError` otherwise."""
+    return ACTIVATION_KERNELS[canonical_activation(name)]
+
+
+activation_fn = activation_kernel  # the name the layers (and the emitted source) call
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,13 @@ from ._fused import InferenceNet, onednn_available
 from ._interop import load_structural, structural_name, to_structural
 from ._memory import reuse_freed_memory
 from ._model import OPTIONS, Feature, FeatureInfo, FrozenBatchNorm2d, ShapeSpec, SpecgraphNet, compile
+from ._ops import ACTIVATION_KERNELS, activation_kernel
 from ._weights import WeightsError, load_modelgarden_weights, modelgarden_kwargs, modelgarden_names
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ACTIVATION_KERNELS",
     "OPTIONS",
     "Feature",
     "FeatureInfo",
@@ -23,6 +25,7 @@ __all__ = [
     "SpecgraphNet",
     "WeightsError",
     "__version__",
+    "activation_kernel",
     "compile",
     "dynamic_shapes",
     "emit",

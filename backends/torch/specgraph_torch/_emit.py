@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import jinja2
 
 from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, Unit, Upsample
-from specgraph._codegen import Namespace, render_template
+from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, activation_sources, render_template
+
+from ._ops import ACTIVATION_KERNELS
 
 __all__ = ["emit"]
 
@@ -19,7 +21,8 @@ __all__ = ["emit"]
 _MODULE_NAMES = {"math", "torch", "F", "nn", "ACTIVATION", "SPEC_NAMES", "NORM_MOMENTUM", "NORM_EPSILON",
                  "same_padding", "pad_same", "hard_sigmoid", "Activation", "variance_scaling_", "ConvNormAct",
                  "MaxPoolSame", "UpsampleNearest", "OpChain", "StochasticDepth", "Bottleneck", "Residual",
-                 "SqueezeExcitation", "MBConv", "Block", "images", "hw", "nodes", "self", "rate"}
+                 "SqueezeExcitation", "MBConv", "Block", "images", "hw", "nodes", "self", "rate",
+                 *ACTIVATION_FUNCTIONS}
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
     loader = jinja2.PackageLoader("specgraph_torch", "templates")
     return render_template(loader, "model.py.j2", {
         "header": header, "class_name": class_name, "activation": plan.activation,
+        **activation_sources(ACTIVATION_KERNELS, plan.activation),
         "norm_momentum": plan.norm_momentum, "norm_epsilon": plan.norm_epsilon,
         "names": sorted((ident, name) for ident, name in names.origin.items() if ident != class_name),
         "nodes": lines, "outputs": [(level, names[name]) for level, name in plan.endpoints],

@@ -16,10 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import skip_init
 
-from specgraph import BackendError
+from specgraph.backend_api import ACTIVATION_FORMULAS, canonical_activation
+from specgraph.backend_api import ACTIVATIONS as ACTIVATION_NAMES
 
 __all__ = [
     "ACTIVATIONS",
+    "ACTIVATION_KERNELS",
+    "activation_kernel",
     "ConvNormAct",
     "MaxPoolSame",
     "SyncBatchNorm2d",
@@ -74,11 +77,6 @@ def _pad_same(x: torch.Tensor, kernel: int, stride: int, value: float) -> torch.
     return x
 
 
-def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
-    """Model Garden's hard sigmoid: ``relu6(x + 3) * 0.16667`` (not exactly 1/6)."""
-    return F.relu6(x + 3.0) * 0.16667
-
-
 class _Fn(nn.Module):
     def __init__(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
@@ -91,47 +89,73 @@ class _Fn(nn.Module):
         return self.name
 
 
-# Module-level functions, not lambdas: a module holding one must pickle (torch.save, multiprocessing).
-def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    """Model Garden's gelu: the tanh approximation."""
-    return F.gelu(x, approximate="tanh")
+# One function per canonical activation (specgraph._activations.FORMULAS says what each computes).
+# Module-level, not lambdas: a module holding one must pickle. Each is self-contained (torch and F
+# only) because the emitter copies the plan's one into standalone source.
+def act_relu(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x)
 
 
-def leaky_relu_tf(x: torch.Tensor) -> torch.Tensor:
-    """``tf.nn.leaky_relu`` with its default alpha, 0.2."""
-    return F.leaky_relu(x, 0.2)
+def act_relu6(x: torch.Tensor) -> torch.Tensor:
+    return F.relu6(x)
 
 
-def identity(x: torch.Tensor) -> torch.Tensor:
+def act_swish(x: torch.Tensor) -> torch.Tensor:
+    return F.silu(x)
+
+
+def act_hard_swish(x: torch.Tensor) -> torch.Tensor:
+    return F.hardswish(x)  # x * relu6(x + 3) / 6, as Model Garden's
+
+
+def act_hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return F.relu6(x + 3.0) * 0.16667  # Model Garden's constant, not exactly 1/6
+
+
+def act_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(x)
+
+
+def act_tanh(x: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(x)
+
+
+def act_elu(x: torch.Tensor) -> torch.Tensor:
+    return F.elu(x)
+
+
+def act_gelu(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")  # Model Garden's gelu is the tanh approximation
+
+
+def act_mish(x: torch.Tensor) -> torch.Tensor:
+    return F.mish(x)
+
+
+def act_leaky_relu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2)  # tf.nn.leaky_relu's default alpha
+
+
+def act_linear(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-# Names as Model Garden's tf_utils.get_activation understands them.
+ACTIVATION_KERNELS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    name: globals()[f"act_{name}"] for name in ACTIVATION_FORMULAS}
+# Every accepted name (aliases too) -> its function.
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu,
-    "relu6": F.relu6,
-    "swish": F.silu,
-    "silu": F.silu,
-    "simple_swish": F.silu,
-    "hard_swish": F.hardswish,
-    "hard_sigmoid": hard_sigmoid,
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "elu": F.elu,
-    "gelu": gelu_tanh,
-    "mish": F.mish,
-    "leaky_relu": leaky_relu_tf,
-    "linear": identity,
-    "identity": identity,
-}
+    name: ACTIVATION_KERNELS[canonical_activation(name)] for name in ACTIVATION_NAMES}
+hard_sigmoid = act_hard_sigmoid  # squeeze-excitation's gate
+
+
+def activation_kernel(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function for any accepted activation name (aliases too); :class:`BackendError` otherwise."""
+    return ACTIVATION_KERNELS[canonical_activation(name)]
 
 
 def make_activation(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise BackendError(f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}")
-    if name in ("linear", "identity"):
-        return nn.Identity()
-    return _Fn(name, ACTIVATIONS[name])
+    kind = canonical_activation(name)  # BackendError for an unknown name
+    return nn.Identity() if kind == "linear" else _Fn(name, ACTIVATION_KERNELS[kind])
 
 
 class _AllReduceSum(torch.autograd.Function):
