@@ -122,3 +122,48 @@ def test_cli_emit_refuses_to_overwrite_and_leaves_nothing_on_error(tmp_path: Pat
                             timeout=300)
     assert failed.returncode == EXIT_UNAVAILABLE and "Traceback" not in failed.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.py"]
+
+
+def _expected_std(key: str, shape: tuple[int, ...], resampling_depthwise: bool) -> float:
+    """What Keras's initialisers give, from the weight's shape alone (hand formulas): VarianceScaling
+    (fan-in, truncated normal rescaled to std sqrt(1 / fan_in)); glorot-uniform for the Mobile
+    resampling depthwise kernels (limit sqrt(6 / (fan_in + fan_out)), std = limit / sqrt(3)).
+    A depthwise kernel is [C, 1, k, k] here and [k, k, C, 1] in Keras: fan-in C k k, fan-out k k."""
+    out_ch, in_per_group, kh, kw = shape
+    depthwise = (in_per_group == 1 and ".depthwise." in key) or resampling_depthwise
+    fan_in = out_ch * kh * kw if depthwise else in_per_group * kh * kw
+    fan_out = kh * kw if depthwise else out_ch * kh * kw
+    if resampling_depthwise:
+        return (6.0 / (fan_in + fan_out)) ** 0.5 / 3**0.5
+    return (1.0 / fan_in) ** 0.5
+
+
+@pytest.mark.parametrize(("family", "variant"), [("spinenet", "49S"), ("spinenet_mobile", "49XS")])
+def test_emitted_model_starts_from_the_compiled_models_distribution(family: str, variant: str) -> None:
+    """Per conv kind (plain, depthwise, resampling depthwise, squeeze-excitation): the emitted model's
+    fresh weights have the std Keras's fans give, like the compiled model's."""
+    plan = specgraph.plan(specgraph.load(family), variant, (128, 128))
+    source = emit(plan, "torch")
+    namespace: dict = {}
+    exec(compile(source, "emitted.py", "exec"), namespace)
+    torch.manual_seed(0)
+    emitted = namespace[_class_name(source)]()
+    compiled = specgraph.compile(plan, backend="torch")
+    compiled_state = compiled.state_dict()
+    pooled: dict[tuple[str, str], list[torch.Tensor]] = {}  # (model, kind) -> weights / expected std
+    for key, weight in emitted.state_dict().items():
+        if weight.dim() != 4:
+            continue
+        resampling_depthwise = ".inputs." in key and weight.shape[1] == 1
+        kind = ("resampling depthwise" if resampling_depthwise else "depthwise" if weight.shape[1] == 1
+                else "squeeze-excitation" if ".se." in key else "conv")
+        expected = _expected_std(key, tuple(weight.shape), resampling_depthwise)
+        for name, w in (("emitted", weight), ("compiled", compiled_state[key])):
+            pooled.setdefault((name, kind), []).append(w.flatten() / expected)
+    kinds = {kind for _, kind in pooled}
+    assert kinds >= ({"conv", "depthwise", "squeeze-excitation", "resampling depthwise"}
+                     if family == "spinenet_mobile" else {"conv"})
+    for (name, kind), parts in pooled.items():
+        values = torch.cat(parts)
+        assert values.numel() >= 1000, (name, kind)
+        assert abs(float(values.std()) - 1.0) < 0.05, (name, kind, float(values.std()))

@@ -6,6 +6,7 @@ without checks may hold a string where a number belongs, and it must stay a lite
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import jinja2
@@ -13,6 +14,7 @@ import jinja2
 from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, Unit, Upsample
 from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, activation_sources, render_template
 
+from . import _ops
 from ._ops import ACTIVATION_KERNELS
 
 __all__ = ["emit"]
@@ -21,7 +23,8 @@ __all__ = ["emit"]
 _MODULE_NAMES = {"math", "torch", "F", "nn", "ACTIVATION", "SPEC_NAMES", "NORM_MOMENTUM", "NORM_EPSILON",
                  "same_padding", "pad_same", "hard_sigmoid", "Activation", "variance_scaling_", "ConvNormAct",
                  "MaxPoolSame", "UpsampleNearest", "OpChain", "StochasticDepth", "Bottleneck", "Residual",
-                 "SqueezeExcitation", "MBConv", "Block", "images", "hw", "nodes", "self", "rate",
+                 "SqueezeExcitation", "MBConv", "Block", "images", "hw", "nodes", "self", "rate", "_TRUNC_STD",
+                 "_keras_fans", "init_variance_scaling", "init_glorot_uniform",
                  *ACTIVATION_FUNCTIONS}
 
 
@@ -34,10 +37,12 @@ class _Line:
     comment: str
 
 
-def _op(op: Conv | MaxPool | Upsample, level: int) -> tuple[str, int]:
+def _op(op: Conv | MaxPool | Upsample, level: int, resample: bool) -> tuple[str, int]:
     if isinstance(op, Conv):
         groups = f", groups={op.groups!r}" if op.groups != 1 else ""
         flags = ("" if op.norm else ", norm=False") + ("" if op.activation else ", act=False")
+        if resample and op.depthwise:  # as the backend's resampling chains (Model Garden's Mobile resamplers)
+            flags += ", glorot=True"
         return (f"ConvNormAct({op.in_channels!r}, {op.out_channels!r}, {op.kernel!r}, {op.stride!r}{groups}{flags})",
                 level + op.stride.bit_length() - 1)
     if isinstance(op, MaxPool):
@@ -48,10 +53,10 @@ def _op(op: Conv | MaxPool | Upsample, level: int) -> tuple[str, int]:
     raise BackendError(f"cannot emit op {type(op).__name__}")
 
 
-def _chain(ops: tuple, level: int) -> str:
+def _chain(ops: tuple, level: int, resample: bool = False) -> str:
     parts = []
     for op in ops:
-        text, level = _op(op, level)
+        text, level = _op(op, level, resample)
         parts.append(text)
     return f"OpChain({', '.join(parts)})"
 
@@ -71,10 +76,18 @@ def _constructor(node: Node, levels: dict[str, int]) -> str:
         return _chain(node.ops, 0 if node.kind == "stem" else node.level)
     drop = f"rate * {node.drop_fraction!r}" if node.kind == "block" and node.drop_fraction else "0.0"
     pad = " " * 12
-    inputs = "".join(f"\n{pad}    {_chain(e.ops, levels[e.source])}," for e in node.inputs)
+    inputs = "".join(f"\n{pad}    {_chain(e.ops, levels[e.source], resample=True)}," for e in node.inputs)
     units = "".join(f"\n{pad}    {_unit(u, drop)}," for u in node.units)
     return (f"Block(\n{pad}inputs=[{inputs}\n{pad}],\n{pad}units=[{units}\n{pad}],\n"
             f"{pad}weighted={node.fusion == 'weighted'},\n{pad}fusion_act={node.fusion_activation!r},\n        )")
+
+
+def _init_source() -> str:
+    """The backend's initialisers (Keras's fans and distributions), copied by source: an emitted model
+    starts from the compiled model's distribution."""
+    functions = (_ops._keras_fans, _ops.init_variance_scaling, _ops.init_glorot_uniform)
+    sources = [f"_TRUNC_STD = {_ops._TRUNC_STD!r}"] + [inspect.getsource(f).rstrip() for f in functions]
+    return "\n\n\n".join(sources)
 
 
 def _comment(node: Node) -> str:
@@ -108,6 +121,7 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
     return render_template(loader, "model.py.j2", {
         "header": header, "class_name": class_name, "activation": plan.activation,
         **activation_sources(ACTIVATION_KERNELS, plan.activation),
+        "init_source": _init_source(),
         "norm_momentum": plan.norm_momentum, "norm_epsilon": plan.norm_epsilon,
         "names": sorted((ident, name) for ident, name in names.origin.items() if ident != class_name),
         "nodes": lines, "outputs": [(level, names[name]) for level, name in plan.endpoints],
