@@ -10,6 +10,7 @@ from ._errors import (
     ArgumentError,
     BackendError,
     BackendUnavailableError,
+    CodegenError,
     GraphError,
     PlanError,
     Problem,
@@ -66,12 +67,22 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__version__ = "0.1.0"
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("specgraph")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "0+unknown"
+
+
+__version__ = _version()  # pyproject.toml is the one place the version is written
 
 __all__ = [
     "ArgumentError",
     "BackendError",
     "BackendUnavailableError",
+    "CodegenError",
     "Conv",
     "Edge",
     "Feature",

@@ -24,7 +24,7 @@ from typing import Any
 import jinja2
 
 from ._activations import FORMULAS, canonical_activation
-from ._errors import BackendError, SpecgraphError
+from ._errors import BackendError, CodegenError
 from ._plan import Plan
 from ._text import visible
 
@@ -44,10 +44,6 @@ def activation_sources(kernels: Mapping[str, Callable[..., Any]], activation: st
     wanted = dict.fromkeys([kind, "hard_sigmoid"])
     sources = [textwrap.dedent(inspect.getsource(kernels[name])).rstrip() for name in wanted]
     return {"activation_source": "\n\n\n".join(sources), "activation_function": f"act_{kind}"}
-
-
-class CodegenError(SpecgraphError):
-    """Emitted source failed to render or to parse, or cannot be written."""
 
 
 _RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins))

@@ -13,7 +13,7 @@
     ├── BackendError               a backend refuses a plan or an option
     │   ├── BackendUnavailableError    the backend is not installed, or fails to import
     │   └── WeightsError           weights that do not fit a model; nothing was loaded
-    └── CodegenError               emitted source failed to render or to parse (specgraph._codegen)
+    └── CodegenError               emitted source failed to render or to parse, or cannot be written
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "ArgumentError",
     "BackendError",
     "BackendUnavailableError",
+    "CodegenError",
     "GraphError",
     "PlanError",
     "Problem",
@@ -120,3 +121,8 @@ class BackendUnavailableError(BackendError):
 class WeightsError(BackendError):
     """Weights that do not fit the model: every missing, extra, mis-shaped, mistyped or non-finite
     array is a ``Problem`` (``path`` = the weight's name). The model is left exactly as it was."""
+
+
+
+class CodegenError(SpecgraphError):
+    """Emitted source failed to render or to parse, or cannot be written."""

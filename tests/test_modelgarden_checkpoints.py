@@ -101,12 +101,22 @@ def test_torch_loads_modelgarden_checkpoints(trained, which):
     _assert_close({k: v.numpy().transpose(0, 2, 3, 1) for k, v in got.items()}, want, 1e-4)
 
 
-def test_tensorflow_loads_a_modelgarden_training_checkpoint(trained):
+@pytest.mark.parametrize("loader", ["load_weights", "load_modelgarden_weights"])
+def test_tensorflow_loads_a_modelgarden_training_checkpoint(trained, loader):
+    """``load_modelgarden_weights`` is the torch backend's name for the same thing."""
     retinanet, training, _ = trained
     model = sgt.compile(_plan(), activation="swish")
-    sgt.load_weights(model, training)
+    getattr(sgt, loader)(model, training)
     want = {k: v.numpy() for k, v in retinanet.backbone(_images(), training=False).items()}
     _assert_close({k: v.numpy() for k, v in model(_images(), training=False).items()}, want, 1e-5)
+
+
+def test_tensorflow_load_modelgarden_weights_refuses_specgraph_named_arrays(tmp_path):
+    model = sgt.compile(_plan())
+    arrays = {k: v.numpy() for k, v in sgt.weights_dict(model).items()}
+    for source in (arrays, str(tmp_path / "w.npz")):
+        with pytest.raises(specgraph.ArgumentError, match="loads with load_weights"):
+            sgt.load_modelgarden_weights(model, source)
 
 
 def test_another_variant_is_refused_naming_specgraph_weights(trained):
@@ -115,7 +125,8 @@ def test_another_variant_is_refused_naming_specgraph_weights(trained):
     keras_model = sgt.compile(_plan("49S"))
     before = [v.numpy().copy() for v in keras_model.weights]
     torch_before = {k: v.clone() for k, v in torch_model.state_dict().items()}
-    for load, model in ((specgraph_torch.load_modelgarden_weights, torch_model), (sgt.load_weights, keras_model)):
+    for load, model in ((specgraph_torch.load_modelgarden_weights, torch_model),
+                        (sgt.load_modelgarden_weights, keras_model)):
         with pytest.raises(specgraph.WeightsError) as info:
             load(model, training)
         problems = info.value.problems

@@ -3,13 +3,22 @@
 ``specgraph.compile(plan_or_spec, backend="tensorflow", **options)`` calls :func:`compile`.
 """
 
+from importlib.metadata import version as _metadata_version
+
 from ._emit import emit
 from ._layers import ACTIVATION_KERNELS, activation_kernel
 from ._model import OPTIONS, SpecgraphModel, build, compile, xla_function
 from .deploy import TFLiteModel, export_saved_model, serving_function, to_tflite
-from .weights import WeightMismatchError, WeightsError, export_npz, load_weights, weights_dict
+from .weights import (
+    WeightMismatchError,
+    WeightsError,
+    export_npz,
+    load_modelgarden_weights,
+    load_weights,
+    weights_dict,
+)
 
-__version__ = "0.1.0"
+__version__ = _metadata_version("specgraph-tensorflow")  # its pyproject.toml is the one place it is written
 
 __all__ = [
     "ACTIVATION_KERNELS",
@@ -25,6 +34,7 @@ __all__ = [
     "emit",
     "export_npz",
     "export_saved_model",
+    "load_modelgarden_weights",
     "load_weights",
     "serving_function",
     "to_tflite",

@@ -35,7 +35,7 @@ def _recover_spec(plan: Plan) -> Spec | None:
         spec = specgraph.load(plan.spec_name)
         again = specgraph.plan(spec, plan.variant, plan.input_size, plan.min_level, plan.max_level,
                                plan.input_channels, levels=levels_of(plan))
-    except Exception:
+    except specgraph.SpecgraphError:  # not a built-in spec, or no longer plannable: keep the plan itself
         return None
     return spec if again.hash == plan.hash else None
 

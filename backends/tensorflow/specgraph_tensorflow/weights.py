@@ -21,7 +21,8 @@ from specgraph.backend_api import LoadReport, levels_of, select_weights
 from ._layers import ConvNorm, Fuse
 from ._units import BlockUnit, SqueezeExcite
 
-__all__ = ["WeightMismatchError", "WeightsError", "export_npz", "load_weights", "weights_dict"]
+__all__ = ["WeightMismatchError", "WeightsError", "export_npz", "load_modelgarden_weights", "load_weights",
+           "weights_dict"]
 
 # The name this package had before specgraph.WeightsError: the same class, so either can be caught.
 WeightMismatchError = WeightsError
@@ -136,3 +137,17 @@ def load_weights(model: Any, source: Any, *, strict: bool = True, prefix: str = 
         mine = weights_dict(model)
         arrays = {k: v for k, v in arrays.items() if k in mine}
     return _assign(model, arrays, strict=strict)
+
+
+def load_modelgarden_weights(model: Any, source: Any) -> LoadReport:
+    """Load Model Garden weights into ``model``, all or nothing: the same name and behaviour as
+    ``specgraph_torch.load_modelgarden_weights``. ``source``: a built Model Garden ``SpineNet`` /
+    ``SpineNetMobile``, or the path of a checkpoint or SavedModel holding one (backbone-only or a
+    detector's, found by structure). Other sources (an ``.npz``, a mapping) go to :func:`load_weights`.
+    """
+    _require_model(model)
+    if isinstance(source, Mapping) or (isinstance(source, str | os.PathLike)
+                                       and os.fspath(source).endswith(".npz")):
+        raise ArgumentError(Problem("expected a Model Garden model, or a checkpoint or SavedModel path; an .npz or "
+                                    "a mapping of specgraph names loads with load_weights", "source"))
+    return load_weights(model, source)

@@ -3,6 +3,8 @@
 ``specgraph.compile(plan, backend="torch", **options)`` calls :func:`compile` here.
 """
 
+from importlib.metadata import version as _metadata_version
+
 from ._emit import emit
 from ._export import dynamic_shapes, export, fold_batch_norm, min_dynamic_side, optimize_for_inference, to_onnx
 from ._fused import InferenceNet, onednn_available
@@ -12,7 +14,7 @@ from ._model import OPTIONS, Feature, FeatureInfo, FrozenBatchNorm2d, ShapeSpec,
 from ._ops import ACTIVATION_KERNELS, activation_kernel
 from ._weights import WeightsError, load_modelgarden_weights, modelgarden_kwargs, modelgarden_names
 
-__version__ = "0.1.0"
+__version__ = _metadata_version("specgraph-torch")  # its pyproject.toml is the one place it is written
 
 __all__ = [
     "ACTIVATION_KERNELS",
