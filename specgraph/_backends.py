@@ -1,8 +1,9 @@
 """Backend registry: plugins are found through the ``specgraph.backends`` entry-point group.
 
-A backend entry point names an object (usually a module) with
-``compile(plan: Plan, **options) -> model``. Third parties register their own the
-same way, in their package's ``pyproject.toml``::
+A backend entry point names an object (usually a module) that satisfies
+:class:`specgraph.backend_api.Backend`: ``compile(plan, *, spec=None, check_memory=True,
+**options) -> model`` and ``OPTIONS``. Third parties register their own the same way, in
+their package's ``pyproject.toml``::
 
     [project.entry-points."specgraph.backends"]
     mybackend = "my_package.backend"
@@ -10,7 +11,6 @@ same way, in their package's ``pyproject.toml``::
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -19,6 +19,7 @@ from ._errors import ArgumentError, BackendError, BackendUnavailableError
 from ._memory import check_memory
 from ._options import check_options, check_plan_matches
 from ._plan import Plan
+from ._protocol import Backend
 from ._schema import Spec
 from ._text import brief
 
@@ -52,8 +53,10 @@ def get_backend(name: str) -> Any:
     except Exception as exc:  # ImportError, but also MemoryError, OSError (a broken shared library)...
         raise BackendUnavailableError(f"backend {name!r} failed to import: {type(exc).__name__}: "
                                       f"{brief(str(exc), 300)}") from exc
-    if not callable(getattr(backend, "compile", None)):
-        raise BackendError(f"backend {name!r} ({found[name].value}) has no compile(plan, **options)")
+    if not isinstance(backend, Backend):
+        missing = [member for member in ("compile", "OPTIONS") if not hasattr(backend, member)]
+        raise BackendError(f"backend {name!r} ({found[name].value}) does not provide the backend contract "
+                           f"(specgraph.backend_api.Backend): no {' and no '.join(missing)}")
     return backend
 
 
@@ -103,9 +106,5 @@ def compile(  # noqa: A001 - the public verb, like torch.compile
     check = options.pop("check_memory", True)
     if check:
         check_memory(plan_or_spec)
-    parameters = inspect.signature(plugin.compile).parameters
-    if "check_memory" in getattr(plugin, "OPTIONS", ()) or "check_memory" in parameters:
-        options["check_memory"] = False  # checked above, or declined by the caller
-    if spec is not None and "spec" in parameters:
-        options.setdefault("spec", spec)
-    return plugin.compile(plan_or_spec, **options)
+    # The contract: every backend takes spec= and check_memory= (checked above, or declined).
+    return plugin.compile(plan_or_spec, spec=spec, check_memory=False, **options)

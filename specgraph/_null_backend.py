@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._errors import BackendError
 from ._plan import Plan
 
-__all__ = ["NullModel", "compile"]
+__all__ = ["OPTIONS", "NullModel", "compile"]
 
 
 class NullModel:
@@ -26,7 +26,12 @@ class NullModel:
                 for level, name in self.plan.endpoints}
 
 
-def compile(plan: Plan, **options: object) -> NullModel:  # noqa: A001
+OPTIONS: tuple[str, ...] = ()
+
+
+def compile(plan: Plan, *, spec: object = None, check_memory: bool = True,  # noqa: A001
+            **options: object) -> NullModel:
+    """``spec`` and ``check_memory`` are the contract's; the null backend allocates nothing."""
     if options:
         raise BackendError(f"the null backend takes no options, got {sorted(options)}")
     return NullModel(plan)

@@ -1,5 +1,8 @@
 """The semi-public namespace for backend authors: what a ``specgraph.backends`` plugin may rely on.
 
+A plugin provides :class:`Backend` (``compile``, ``OPTIONS``); one that also provides the hooks of
+:class:`ConformingBackend` can run the conformance suite, ``specgraph.testing.BackendConformance``.
+
 A backend translates a :class:`specgraph.Plan`; before it allocates anything it should call
 :func:`check_options` on the shared options and :func:`check_memory` on the plan (both
 first-party backends do). Text from a plan that reaches generated code or markup goes
@@ -16,14 +19,17 @@ from ._memory import available_memory, check_memory, format_bytes
 from ._naming import output_name
 from ._options import COMMON_OPTIONS, check_options, check_plan_matches, frozen_nodes
 from ._planner import levels_of, parse_levels
+from ._protocol import Backend, ConformingBackend
 from ._text import brief, first_unsafe, visible
 from ._weights import LoadReport, select_weights
 
 __all__ = [
     "ACTIVATIONS",
     "ACTIVATION_FORMULAS",
+    "Backend",
     "COMMON_OPTIONS",
     "CodegenError",
+    "ConformingBackend",
     "Feature",
     "FeatureInfo",
     "LoadReport",

@@ -5,7 +5,9 @@ fusion method and the merge rule); ``specgraph.load`` accepts them as they are.
 ``imported_modules(source)`` lists what an emitted standalone model file imports.
 The weights kit (``WEIGHT_CORRUPTIONS``, ``corrupt_weights``, ``unreadable_npz``,
 ``assert_weights_refused``) is what every backend's loader must refuse, the same cases
-for each backend. Needs ``hypothesis`` (and numpy for the weights kit).
+for each backend. ``BackendConformance`` is the suite every backend passes (subclass it in a
+test module with ``backend = "name"``); ``ACTIVATION_REFERENCES`` are numpy versions of the
+activations. Needs ``hypothesis`` and ``pytest`` (and numpy for the weights kit and the suite).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import strategies as st
 
-__all__ = ["TYPES", "UNREADABLE_NPZ", "WEIGHT_CORRUPTIONS", "WEIGHT_ROUTES", "assert_weights_refused",
-           "corrupt_weights", "imported_modules", "unreadable_npz", "valid_specs"]
+__all__ = ["ACTIVATION_REFERENCES", "CONFORMANCE_CASES", "TYPES", "UNREADABLE_NPZ", "WEIGHT_CORRUPTIONS",
+           "WEIGHT_ROUTES", "BackendConformance", "assert_weights_refused", "corrupt_weights", "imported_modules",
+           "unreadable_npz", "valid_specs"]
 
 TYPES = ["residual", "bottleneck", "mbconv"]
 
@@ -148,3 +152,178 @@ def assert_weights_refused(err: BaseException, path: str | None = None, file: st
         assert {path, path.removesuffix(":0")} & {p.path for p in err.problems}, str(err)
     if file is not None:
         assert all(p.file == file for p in err.problems), str(err)
+
+
+# ---------------------------------------------------------------- the backend conformance suite
+
+
+def _sigmoid(x: Any) -> Any:
+    import numpy as np
+
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _relu6(x: Any) -> Any:
+    import numpy as np
+
+    return np.minimum(np.maximum(x, 0.0), 6.0)
+
+
+def _np(name: str) -> Callable[..., Any]:
+    import numpy as np
+
+    return getattr(np, name)
+
+
+# Canonical activation -> numpy, written from the definitions (Model Garden's official/modeling/activations
+# and tf.nn), independently of the core's table and of every backend.
+ACTIVATION_REFERENCES: dict[str, Callable[[Any], Any]] = {
+    "relu": lambda x: _np("maximum")(x, 0.0),
+    "relu6": _relu6,
+    "swish": lambda x: x * _sigmoid(x),
+    "hard_swish": lambda x: x * _relu6(x + 3.0) / 6.0,
+    "hard_sigmoid": lambda x: _relu6(x + 3.0) * 0.16667,
+    "sigmoid": _sigmoid,
+    "tanh": lambda x: _np("tanh")(x),
+    "elu": lambda x: _np("where")(x > 0, x, _np("expm1")(_np("minimum")(x, 0.0))),
+    "gelu": lambda x: 0.5 * x * (1.0 + _np("tanh")(0.7978845608028654 * (x + 0.044715 * x**3))),
+    "mish": lambda x: x * _np("tanh")(_np("log1p")(_np("exp")(x))),
+    "leaky_relu": lambda x: _np("where")(x > 0, x, 0.2 * x),
+    "linear": lambda x: x,
+}
+
+# Every block type, weighted fusion, a merge edge, up- and down-sampling, squeeze-excitation.
+_SMALL_SPEC: dict[str, Any] = {
+    "name": "conformance",
+    "activation": "swish",
+    "filters": {2: 8, 3: 16, 4: 24, 5: 24},
+    "stem": {"conv": {"filters": 8, "kernel": 3, "stride": 2}, "pool": {"kernel": 3, "stride": 2},
+             "blocks": [{"name": "s1", "level": 2, "type": "residual"}]},
+    "fusion": {"method": "weighted", "merge_unused_into_outputs": True},
+    "blocks": [
+        {"name": "a", "level": 3, "type": "residual", "inputs": ["s1"]},
+        {"name": "b", "level": 4, "type": "bottleneck", "inputs": ["s1", "a"]},
+        {"name": "c", "level": 3, "type": "mbconv", "inputs": ["a"]},
+        {"name": "d", "level": 3, "type": "residual", "inputs": ["a", "b"], "output": True},
+        {"name": "e", "level": 4, "type": "bottleneck", "inputs": ["b", "d"], "output": True},
+        {"name": "f", "level": 5, "type": "mbconv", "inputs": ["d", "e"], "output": True},
+    ],
+    "endpoints": {"min_level": 3, "max_level": 5},
+    "variants": {"v": {"endpoints_num_filters": 16, "block_repeats": 1, "se_ratio": 0.25, "expand_ratio": 2.0}},
+}
+# (id, spec, variant, input size): what the suite compiles, once per case and backend.
+CONFORMANCE_CASES: list[tuple[str, Any, str | None, tuple[int, int]]] = [
+    ("spinenet-49S", "spinenet", "49S", (64, 96)),
+    ("mobile-49XS", "spinenet_mobile", "49XS", (64, 96)),
+    ("small", _SMALL_SPEC, None, (48, 80)),
+]
+
+
+def _relative(a: Any, b: Any) -> float:
+    import numpy as np
+
+    scale = float(np.abs(b).max()) or 1.0
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max()) / scale
+
+
+class BackendConformance:
+    """What every specgraph backend must do, checked against the core's own references (the
+    null backend's shapes, ``specgraph.stats``, numpy activations). A backend's test module::
+
+        class TestMyBackend(specgraph.testing.BackendConformance):
+            backend = "mybackend"
+
+    The backend must satisfy :class:`specgraph.backend_api.ConformingBackend`.
+    """
+
+    backend: str = ""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def plugin(cls) -> Any:
+        import specgraph
+
+        return specgraph.get_backend(cls.backend)
+
+    @pytest.fixture(scope="class", params=CONFORMANCE_CASES, ids=[c[0] for c in CONFORMANCE_CASES])
+    @classmethod
+    def case(cls, request: Any, plugin: Any) -> tuple[Any, Any]:
+        import specgraph
+
+        _, spec, variant, size = request.param
+        plan = specgraph.plan(spec, variant, size)
+        return plan, plugin.compile(plan)
+
+    @staticmethod
+    def _images(plan: Any, batch: int = 2, size: tuple[int, int] | None = None, seed: int = 0) -> Any:
+        import numpy as np
+
+        h, w = size or plan.input_size
+        return np.random.default_rng(seed).standard_normal((batch, plan.input_channels, h, w)).astype(np.float32)
+
+    def test_is_a_conforming_backend(self, plugin: Any) -> None:
+        from specgraph.backend_api import ConformingBackend
+
+        assert isinstance(plugin, ConformingBackend), f"{self.backend}: see specgraph.backend_api.ConformingBackend"
+
+    def test_output_shapes_equal_the_null_backends(self, plugin: Any, case: tuple[Any, Any]) -> None:
+        import specgraph
+
+        plan, model = case
+        want = specgraph.compile(plan, backend="null")((2, plan.input_channels, *plan.input_size))
+        got = plugin.predict(model, self._images(plan))
+        assert {k: tuple(v.shape) for k, v in got.items()} == want
+        # Any other size: ceil(size / 2**level), computed here by hand.
+        h, w = plan.input_size[0] + 13, plan.input_size[1] + 7
+        other = plugin.predict(model, self._images(plan, 1, (h, w)))
+        assert {k: tuple(v.shape[2:]) for k, v in other.items()} == {
+            k: (-(-h // 2 ** int(k)), -(-w // 2 ** int(k))) for k in want}
+
+    def test_parameter_count_equals_stats(self, plugin: Any, case: tuple[Any, Any]) -> None:
+        import specgraph
+
+        plan, model = case
+        assert plugin.count_parameters(model) == specgraph.stats(plan).params
+
+    def test_structural_weights_cover_the_model_and_round_trip(self, plugin: Any, case: tuple[Any, Any]) -> None:
+        import numpy as np
+
+        import specgraph
+
+        plan, model = case
+        arrays = plugin.to_structural(model)
+        assert sum(int(np.asarray(a).size) for a in arrays.values()) == specgraph.stats(plan).params
+        # Non-default values everywhere (variances stay positive), into the model and into a fresh one.
+        rng = np.random.default_rng(1)
+        changed = {k: (np.abs(a) + 0.5 if k.endswith(("moving_variance", "running_var")) else
+                       a + 0.05 * rng.standard_normal(a.shape)).astype(np.asarray(a).dtype) for k, a in arrays.items()}
+        fresh = plugin.compile(plan)
+        for target in (model, fresh):
+            report = plugin.load_structural(target, changed)
+            assert not report.missing and not report.unexpected
+        again = plugin.to_structural(fresh)
+        assert set(again) == set(changed) and all(np.array_equal(again[k], changed[k]) for k in changed)
+        images = self._images(plan)
+        a, b = plugin.predict(model, images), plugin.predict(fresh, images)
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+
+    def test_emitted_source_equals_the_compiled_model(self, plugin: Any, case: tuple[Any, Any]) -> None:
+        from specgraph.backend_api import header
+
+        plan, model = case
+        emitted = plugin.emitted_model(plugin.emit(plan, header(plan)), model)
+        images = self._images(plan, seed=3)
+        want, got = plugin.predict(model, images), plugin.predict(emitted, images)
+        assert sorted(got) == sorted(want)
+        assert max(_relative(got[k], want[k]) for k in want) <= 1e-6
+
+    @pytest.mark.parametrize("name", [*sorted(ACTIVATION_REFERENCES), "silu", "simple_swish", "identity"])
+    def test_every_activation_matches_the_core_formula(self, plugin: Any, name: str) -> None:
+        import numpy as np
+
+        from specgraph.backend_api import canonical_activation
+
+        x = np.concatenate([np.linspace(-8.0, 8.0, 161), [-3.0, 0.0, 3.0, 6.0, -20.0, 20.0]])
+        want = ACTIVATION_REFERENCES[canonical_activation(name)](x)
+        got = plugin.apply_activation(name, x)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=f"{self.backend} {name}")

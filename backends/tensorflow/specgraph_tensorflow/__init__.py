@@ -5,6 +5,14 @@
 
 from importlib.metadata import version as _metadata_version
 
+from ._contract import (
+    apply_activation,
+    count_parameters,
+    emitted_model,
+    load_structural,
+    predict,
+    to_structural,
+)
 from ._emit import emit
 from ._layers import ACTIVATION_KERNELS, activation_kernel
 from ._model import OPTIONS, SpecgraphModel, build, compile, xla_function
@@ -29,14 +37,20 @@ __all__ = [
     "WeightsError",
     "__version__",
     "activation_kernel",
+    "apply_activation",
     "build",
     "compile",
+    "count_parameters",
     "emit",
+    "emitted_model",
     "export_npz",
     "export_saved_model",
     "load_modelgarden_weights",
+    "load_structural",
     "load_weights",
+    "predict",
     "serving_function",
+    "to_structural",
     "to_tflite",
     "weights_dict",
     "xla_function",

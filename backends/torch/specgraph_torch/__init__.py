@@ -5,6 +5,7 @@
 
 from importlib.metadata import version as _metadata_version
 
+from ._contract import apply_activation, count_parameters, emitted_model, predict
 from ._emit import emit
 from ._export import dynamic_shapes, export, fold_batch_norm, min_dynamic_side, optimize_for_inference, to_onnx
 from ._fused import InferenceNet, onednn_available
@@ -28,9 +29,12 @@ __all__ = [
     "WeightsError",
     "__version__",
     "activation_kernel",
+    "apply_activation",
     "compile",
+    "count_parameters",
     "dynamic_shapes",
     "emit",
+    "emitted_model",
     "export",
     "fold_batch_norm",
     "load_modelgarden_weights",
@@ -40,6 +44,7 @@ __all__ = [
     "modelgarden_names",
     "onednn_available",
     "optimize_for_inference",
+    "predict",
     "reuse_freed_memory",
     "structural_name",
     "to_onnx",

@@ -245,14 +245,17 @@ class SpecgraphNet(nn.Module):
 
 def compile(plan: Plan | Spec | str, *, min_level: int | None = None, max_level: int | None = None,  # noqa: A001
             levels: Sequence[int] | None = None, variant: str | None = None,
-            input_size: int | Sequence[int] | str = (640, 640), **options: Any) -> SpecgraphNet:
+            input_size: int | Sequence[int] | str = (640, 640), spec: Spec | None = None,
+            **options: Any) -> SpecgraphNet:
     """Lower a plan to a :class:`SpecgraphNet` (the ``specgraph.backends`` entry point ``torch``).
 
     With a Spec (or spec name) the levels (``min_level``, ``max_level``, or a selection such as
     ``levels=[3, 5]``) replan it; with a Plan they must match it. ``frozen_bn`` and ``freeze_at``
     freeze batch norms and the first nodes for fine-tuning. ``check_memory=False`` builds a
-    model that the memory check would refuse.
+    model that the memory check would refuse. ``spec`` is the backend contract's (the spec
+    ``specgraph.compile`` planned); the torch model needs only the plan.
     """
+    del spec
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise BackendError(f"unknown torch backend option(s) {', '.join(unknown)}; known: "

@@ -1,0 +1,58 @@
+"""The hooks of the backend contract (``specgraph.backend_api.ConformingBackend``) that the
+conformance suite drives: numpy in, numpy out (NCHW images, as the torch backend), so one suite
+checks every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from specgraph import ArgumentError
+from specgraph.backend_api import LoadReport
+
+from ._layers import activation_kernel
+from .weights import load_weights, weights_dict
+
+__all__ = ["apply_activation", "count_parameters", "emitted_model", "load_structural", "predict", "to_structural"]
+
+
+def predict(model: Any, images: Any) -> dict[str, np.ndarray]:
+    """Inference on NCHW float32 numpy images (transposed to the model's NHWC): ``{level: NCHW array}``."""
+    nhwc = np.asarray(images, dtype=np.float32).transpose(0, 2, 3, 1)
+    return {level: t.numpy().transpose(0, 3, 1, 2) for level, t in model(nhwc, training=False).items()}
+
+
+def count_parameters(model: Any) -> int:
+    """Every variable (trainable or not: BN moving statistics too), as ``specgraph.stats`` counts."""
+    return int(model.count_params())
+
+
+def to_structural(model: Any) -> dict[str, np.ndarray]:
+    """``{shared weight name: array}``, the names and layouts the torch backend's ``to_structural`` uses."""
+    return {name: v.numpy() for name, v in weights_dict(model).items()}
+
+
+def load_structural(model: Any, arrays: Mapping[str, Any], *, strict: bool = True, prefix: str = "") -> LoadReport:
+    """:func:`load_weights` for a mapping of shared names (the torch backend's name for it)."""
+    ArgumentError.expect(arrays, Mapping, "arrays", "a mapping of weight name -> array")
+    return load_weights(model, arrays, strict=strict, prefix=prefix)
+
+
+def emitted_model(source: str, model: Any) -> Any:
+    """Run emitted ``source`` in a fresh namespace, build its model and give it ``model``'s weights (by
+    the emitted module's own ``weights_dict``, the same names)."""
+    ArgumentError.expect(source, str, "source", "emitted Python source (specgraph_tensorflow.emit)")
+    namespace: dict[str, Any] = {"__name__": "specgraph_emitted"}
+    exec(compile(source, "<emitted>", "exec"), namespace)
+    emitted = namespace["build_model"](input_shape=model.input_shape[1:])
+    targets = namespace["weights_dict"](emitted)
+    for name, variable in weights_dict(model).items():
+        targets[name].assign(variable)
+    return emitted
+
+
+def apply_activation(name: str, x: Any) -> np.ndarray:
+    return activation_kernel(name)(tf.constant(np.asarray(x))).numpy()
