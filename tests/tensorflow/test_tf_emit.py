@@ -290,3 +290,40 @@ def test_emitted_model_under_xla_uses_shifted_depthwise_convs() -> None:
     for level in ref:
         scale = np.abs(ref[level].numpy()).max()
         assert scale > 0 and np.abs(out[level].numpy() - ref[level].numpy()).max() / scale <= 1e-4, level
+
+
+def _keras_expected_std(name: str, shape: tuple[int, ...]) -> tuple[str, float]:
+    """(kind, std) of a fresh kernel, from Keras's definitions by hand: VarianceScaling gives std
+    sqrt(1 / fan_in) (its truncated normal is rescaled); glorot-uniform (Model Garden's Mobile
+    resampling depthwise kernels) std sqrt(2 / (fan_in + fan_out)). Fans of [kh, kw, in, out]:
+    kh kw in and kh kw out (a depthwise [kh, kw, C, 1]: kh kw C and kh kw)."""
+    kh, kw, cin, cout = shape
+    fan_in, fan_out = kh * kw * cin, kh * kw * cout
+    depthwise = cout == 1 and kh > 1
+    if "/in" in name and depthwise:
+        return "resampling depthwise", (2.0 / (fan_in + fan_out)) ** 0.5
+    kind = "depthwise" if depthwise else "squeeze-excitation" if "/se/" in name else "conv"
+    return kind, (1.0 / fan_in) ** 0.5
+
+
+def test_emitted_model_starts_from_the_compiled_models_distribution():
+    """Per kernel kind, the emitted model's fresh kernels have the std Keras's fans give, as the compiled's."""
+    plan = specgraph.plan(specgraph.load("spinenet_mobile"), "49XS", (64, 64))
+    source = emit(plan, "tensorflow")
+    namespace: dict[str, Any] = {"__name__": "emitted"}
+    exec(compile(source, "emitted.py", "exec"), namespace)
+    emitted = namespace["weights_dict"](namespace["build_model"]())
+    compiled = sgt.weights_dict(sgt.compile(plan))
+    assert set(emitted) == set(compiled)
+    pooled: dict[tuple[str, str], list[np.ndarray]] = {}
+    for name in compiled:
+        if not name.endswith("/kernel"):
+            continue
+        kind, std = _keras_expected_std(name, tuple(compiled[name].shape))
+        for which, weights in (("emitted", emitted), ("compiled", compiled)):
+            pooled.setdefault((which, kind), []).append(weights[name].numpy().ravel() / std)
+    assert {kind for _, kind in pooled} == {"conv", "depthwise", "squeeze-excitation", "resampling depthwise"}
+    for key, parts in pooled.items():
+        values = np.concatenate(parts)
+        assert values.size >= 1000, key
+        assert abs(float(values.std()) - 1.0) < 0.05, (key, float(values.std()))
