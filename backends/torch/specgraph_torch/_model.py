@@ -266,10 +266,10 @@ def compile(plan: Plan | Spec | str, *, min_level: int | None = None, max_level:
 
         if not isinstance(plan, Spec | str):
             raise ArgumentError(f"compile(plan): expected a Plan, a Spec or a spec name, got {type(plan).__name__}")
-        spec = specgraph.load(plan) if isinstance(plan, str) else plan
-        plan = specgraph.plan(spec, variant, input_size, min_level, max_level, levels=levels)
-    else:
-        check_plan_matches(plan, variant=variant, min_level=min_level, max_level=max_level, levels=levels)
+        # specgraph.compile is the one place a spec becomes a plan; it calls back here with the plan.
+        return specgraph.compile(plan, "torch", variant=variant, input_size=input_size, min_level=min_level,
+                                 max_level=max_level, levels=levels, **options)
+    check_plan_matches(plan, variant=variant, min_level=min_level, max_level=max_level, levels=levels)
     check_options(options, plan=plan)
     if options.pop("check_memory", True):
         check_memory(plan)
