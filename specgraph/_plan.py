@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Literal
 
@@ -168,6 +168,11 @@ class Plan:
     nodes: tuple[Node, ...]
     endpoints: tuple[tuple[str, str], ...]  # (level key "3", endpoint node name)
     pruned: tuple[str, ...] = field(default=())
+    # (index in the build order of every planned node, node) for each node not in ``nodes``: the pruned
+    # blocks and a level selection's skipped endpoints. Nothing builds them, but Model Garden creates them
+    # (its layer names count them) and loads a selection from its whole min..max network; kept here so
+    # weight loaders never re-plan from ``spec_name``. Not in ``hash``: they do not change the network.
+    pruned_nodes: tuple[tuple[int, Node], ...] = field(default=())
 
     @cached_property
     def _index(self) -> dict[str, Node]:
@@ -195,8 +200,48 @@ class Plan:
             return f"{self.min_level}..{self.max_level}"
         return ", ".join(keys)
 
+    @property
+    def unpruned_nodes(self) -> tuple[Node, ...]:
+        """Every node the planner made, in build order: ``nodes`` and ``pruned_nodes`` merged."""
+        merged = list(self.nodes)
+        for index, node in sorted(self.pruned_nodes, key=lambda pair: pair[0]):
+            merged.insert(index, node)
+        return tuple(merged)
+
+    def contiguous(self) -> Plan:
+        """The plan with an endpoint at every level of ``min_level..max_level`` (``self`` when it has them).
+
+        A level selection (``levels=[3, 5]``) is that network less some endpoints and the blocks only they
+        need; Model Garden has no selections, so its weights are those of this network. Made from
+        ``pruned_nodes`` alone (equal to planning the spec with ``min_level``/``max_level``); a
+        :class:`PlanError` when a level in between has no endpoint, or the plan lacks its pruned nodes.
+        """
+        from ._errors import PlanError
+
+        wanted = tuple(range(self.min_level, self.max_level + 1))
+        if tuple(int(key) for key, _ in self.endpoints) == wanted:
+            return self
+        every = self.unpruned_nodes
+        missing = sorted(set(self.pruned) - {node.name for _, node in self.pruned_nodes})
+        if missing:
+            raise PlanError(f"the plan lacks the pruned block(s) {', '.join(missing)} (a plan dict from an older "
+                            "specgraph?); plan the spec again")
+        endpoints = {node.level: node.name for node in every if node.kind == "endpoint"}
+        absent = [level for level in wanted if level not in endpoints]
+        if absent:
+            raise PlanError(f"levels {self.levels_label}: no endpoint at level {', '.join(map(str, absent))}, so "
+                            f"there is no network of levels {self.min_level}..{self.max_level}")
+        live = _ancestors(every, [endpoints[level] for level in wanted])
+        return replace(
+            self, nodes=tuple(node for node in every if node.name in live),
+            endpoints=tuple((str(level), endpoints[level]) for level in wanted),
+            pruned=tuple(node.name for node in every if node.name not in live and node.kind != "endpoint"),
+            pruned_nodes=tuple((i, node) for i, node in enumerate(every) if node.name not in live))
+
     def to_dict(self) -> dict:
         data = asdict(self)
+        if not self.pruned_nodes:  # plans without pruned nodes keep the dict they always had
+            del data["pruned_nodes"]
         data["hash"] = self.hash
         return data
 
@@ -211,7 +256,9 @@ class Plan:
             plan = cls(**{**data, "input_size": _pair(data["input_size"]),
                           "nodes": tuple(_node_from(n) for n in data["nodes"]),
                           "endpoints": tuple((str(k), str(v)) for k, v in data["endpoints"]),
-                          "pruned": tuple(data.get("pruned", ()))})
+                          "pruned": tuple(data.get("pruned", ())),
+                          "pruned_nodes": tuple((_position(i), _node_from(n))
+                                                for i, n in data.get("pruned_nodes", ()))})
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"not a plan dict: {exc}") from None
         if expected is not None and plan.hash != expected:
@@ -220,8 +267,10 @@ class Plan:
 
     @cached_property
     def hash(self) -> str:
-        """A stable content hash (sha256 of the canonical JSON of the plan)."""
-        text = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        """A stable content hash (sha256 of the canonical JSON of the plan, ``pruned_nodes`` left out)."""
+        data = asdict(self)
+        del data["pruned_nodes"]  # not part of the network built; leaving them out keeps every hash as it was
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def table(self) -> str:
@@ -259,6 +308,25 @@ _OPS = {"conv": Conv, "maxpool": MaxPool, "upsample": Upsample}
 def _pair(value: object) -> Size:
     a, b = value  # type: ignore[misc]
     return (int(a), int(b))
+
+
+def _position(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"pruned node index {value!r}: expected a non-negative integer")
+    return value
+
+
+def _ancestors(nodes: tuple[Node, ...], names: list[str]) -> set[str]:
+    """``names`` and every node they are computed from (along ``inputs``)."""
+    parents = {node.name: [edge.source for edge in node.inputs] for node in nodes}
+    seen: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            stack.extend(parents.get(name, ()))
+    return seen
 
 
 def _op_from(data: dict) -> Op:

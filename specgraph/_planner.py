@@ -173,18 +173,23 @@ class _Planner:
                 self._stem_block(name, attrs)
             else:
                 self._block(name, attrs, len(body))
-        for level in self.levels:
+        # A level selection also plans the endpoints it skips when min..max has them all: Model Garden's
+        # weights for it are those of that whole network (Plan.contiguous() rebuilds it from the plan).
+        whole = tuple(range(self.lo, self.hi + 1))
+        for level in whole if all(lvl in outputs for lvl in whole) else self.levels:
             self._endpoint(level, outputs[level])
         live = self._live()
         nodes = tuple(n for n in self.nodes.values() if n.name in live)
-        pruned = tuple(n for n in self.nodes if n not in live)
+        pruned = tuple(n.name for n in self.nodes.values() if n.name not in live and n.kind != "endpoint")
+        # Kept whole, with their build-order index: loaders replay Model Garden's layers from the plan alone.
+        pruned_nodes = tuple((i, n) for i, n in enumerate(self.nodes.values()) if n.name not in live)
         return Plan(
             spec_name=spec.name, variant=self.name, input_size=self.size, input_channels=self.input_channels,
             min_level=self.lo, max_level=self.hi, activation=spec.activation,
             norm_momentum=spec.norm.momentum, norm_epsilon=spec.norm.epsilon,
             endpoints_num_filters=self.variant.endpoints_num_filters, nodes=nodes,
             endpoints=tuple((str(lvl), f"{ENDPOINT_PREFIX}{lvl}") for lvl in self.levels),
-            pruned=pruned,
+            pruned=pruned, pruned_nodes=pruned_nodes,
         )
 
     def _live(self) -> set[str]:

@@ -149,7 +149,7 @@ def test_a_level_selection_plans_only_what_those_levels_need(plans: dict[str, sp
     assert sel.endpoints == (("3", "endpoint_3"), ("5", "endpoint_5"))
     assert (sel.min_level, sel.max_level) == (3, 5)
     assert {n.name for n in full.nodes} - {n.name for n in sel.nodes} == NOT_BUILT_FOR_3_5
-    assert set(sel.pruned) == {"sp14", "sp15", "sp16"}  # blocks; unrequested endpoints are simply not planned
+    assert set(sel.pruned) == {"sp14", "sp15", "sp16"}  # blocks only; unrequested endpoints are not built
     assert specgraph.stats(sel).params < specgraph.stats(full).params
     # The same network as min_level/max_level when the selection is contiguous; any order, same plan.
     spec = specgraph.load("spinenet")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from specgraph import ArgumentError, Plan, Problem, WeightsError
+from specgraph import ArgumentError, Plan, PlanError, Problem, WeightsError
 from specgraph._weights import Target, read_npz
 from specgraph.backend_api import LoadReport, levels_of, select_weights
 
@@ -70,18 +70,14 @@ def _assign(model: Any, arrays: Mapping[str, Any], file: str | None = None, *, s
 
 def _contiguous(plan: Plan) -> Plan:
     """What Model Garden builds for ``plan``: endpoints at every level of ``min_level..max_level`` (a level
-    selection such as ``levels=[3, 5]`` is that network less some endpoints and the blocks only they need)."""
-    if levels_of(plan) == tuple(range(plan.min_level, plan.max_level + 1)):
-        return plan
-    import specgraph
-
+    selection such as ``levels=[3, 5]`` is that network less some endpoints and the blocks only they need).
+    Rebuilt from the plan's own pruned nodes (``Plan.contiguous``), so a spec read from a file works too."""
     try:
-        return specgraph.plan(specgraph.load(plan.spec_name), plan.variant, plan.input_size, plan.min_level,
-                              plan.max_level, plan.input_channels)
-    except specgraph.SpecgraphError as exc:
+        return plan.contiguous()
+    except PlanError as exc:
         raise WeightsError(Problem(f"Model Garden weights for levels {list(levels_of(plan))} need the network of "
-                                   f"levels {plan.min_level}..{plan.max_level}, which cannot be planned again "
-                                   f"({exc.problems[0].message})", f"{plan.spec_name} {plan.variant}")) from None
+                                   f"levels {plan.min_level}..{plan.max_level}: {exc.problems[0].message}",
+                                   f"{plan.spec_name} {plan.variant}")) from None
 
 
 def load_weights(model: Any, source: Any, *, strict: bool = True, prefix: str = "") -> LoadReport:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from specgraph import ArgumentError, Conv, Plan, Problem, WeightsError
+from specgraph import ArgumentError, Conv, Node, Plan, PlanError, Problem, WeightsError
 from specgraph._weights import Target, convert_weights, read_npz
 from specgraph.backend_api import levels_of
 
@@ -102,25 +102,20 @@ def _unit_entries(entries: list[_Entry], block: _Ref, unit: Any, prefix: str) ->
             entries.append(_Entry(block, inner, "bias", f"{prefix}.se.{name}.bias", "vector"))
 
 
-def _unpruned(plan: Plan) -> Plan:
-    """The same network with every output block kept: Model Garden creates pruned blocks too.
+def _unpruned(plan: Plan) -> tuple[Node, ...]:
+    """Every node of the network in build order, the pruned blocks too: Model Garden creates them.
 
-    Their layers consume name counters, so they must be replayed (without expecting
-    their variables). Falls back to ``plan`` when the spec cannot be replanned.
+    Their layers consume name counters, so they must be replayed (without expecting their
+    variables); the plan keeps them (``Plan.pruned_nodes``), whatever spec it came from.
     """
-    if not plan.pruned:
-        return plan
-    import specgraph
-
-    try:
-        spec = specgraph.load(plan.spec_name)
-        for min_level in range(plan.min_level - 1, -1, -1):
-            full = specgraph.plan(spec, plan.variant, plan.input_size, min_level, plan.max_level)
-            if all(name in full for name in plan.pruned):
-                return full
-    except specgraph.SpecgraphError:
-        pass
-    return plan
+    kept = {node.name for _, node in plan.pruned_nodes}
+    missing = [name for name in plan.pruned if name not in kept]
+    if missing:
+        # Replaying without them would shift every later layer name: refuse rather than mis-map.
+        raise WeightsError(Problem(f"the plan lacks the structure of its pruned block(s) {', '.join(missing)}, "
+                                   "which Model Garden creates too (a plan dict from an older specgraph?); plan "
+                                   "the spec again", f"{plan.spec_name} {plan.variant}"))
+    return plan.unpruned_nodes
 
 
 def _contiguous(plan: Plan) -> Plan:
@@ -128,23 +123,14 @@ def _contiguous(plan: Plan) -> Plan:
 
     A level selection (``levels=[3, 5]``) is the same network less some endpoints and the blocks
     only they need; Model Garden has no such option, so its layers (and name counters) are those
-    of the contiguous plan, which is replanned from the built-in spec.
+    of the contiguous plan, which the plan rebuilds from its own pruned nodes (``Plan.contiguous``).
     """
-    if levels_of(plan) == tuple(range(plan.min_level, plan.max_level + 1)):
-        return plan
-    import specgraph
-
     try:
-        full = specgraph.plan(specgraph.load(plan.spec_name), plan.variant, plan.input_size, plan.min_level,
-                              plan.max_level, plan.input_channels)
-    except specgraph.SpecgraphError:
-        full = None
-    if full is None or any(n.name not in full or full.node(n.name) != n for n in plan.nodes):
-        raise WeightsError(Problem(f"levels {list(levels_of(plan))} of a spec that is not built in: Model Garden "
-                                   f"weights need the network of levels {plan.min_level}..{plan.max_level}; load "
-                                   "them into that model and copy with load_structural(..., strict=False)",
-                                   f"{plan.spec_name} {plan.variant}"))
-    return full
+        return plan.contiguous()
+    except PlanError as exc:
+        raise WeightsError(Problem(f"Model Garden weights for levels {list(levels_of(plan))} need the network of "
+                                   f"levels {plan.min_level}..{plan.max_level}: {exc.problems[0].message}",
+                                   f"{plan.spec_name} {plan.variant}")) from None
 
 
 def _node_of(torch_key: str) -> str:
@@ -162,7 +148,7 @@ def _modelgarden_entries(plan: Plan) -> list[_Entry]:
     entries: list[_Entry] = []
     top = _Counter()
     endpoints = [n for n in plan.nodes if n.kind == "endpoint"]
-    for node in _unpruned(plan).nodes:
+    for node in _unpruned(plan):
         if node.kind == "endpoint":
             continue
         if node.name in plan.pruned:
