@@ -98,6 +98,7 @@ def compile(  # noqa: A001 - the public verb, like torch.compile
                             levels=levels)
     elif isinstance(plan_or_spec, Plan):
         check_plan_matches(plan_or_spec, variant=variant, min_level=min_level, max_level=max_level, levels=levels)
+        plan_or_spec.lint()  # a plan made by hand or read from a file: backends rely on its invariants
     else:
         raise ArgumentError(f"compile(plan_or_spec): expected a Plan, a Spec or a spec name, got "
                             f"{type(plan_or_spec).__name__}")

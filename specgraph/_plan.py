@@ -238,6 +238,104 @@ class Plan:
             pruned=tuple(node.name for node in every if node.name not in live and node.kind != "endpoint"),
             pruned_nodes=tuple((i, node) for i, node in enumerate(every) if node.name not in live))
 
+    def lint(self) -> None:
+        """Check the plan's own invariants; one :class:`PlanError` lists every broken one.
+
+        What a backend relies on without re-deriving it: unique node names; every input an earlier
+        node; each op chain's channels continue from the source and end at what the node consumes;
+        levels follow the strides and factors; every size is ``ceil(input / 2**level)``; the units
+        chain to the node's channels; endpoints name endpoint nodes. The planner's plans always pass;
+        a plan built by hand or read with :meth:`from_dict` may not.
+        """
+        from ._errors import PlanError, Problem
+
+        problems: list[Problem] = []
+
+        def bad(path: str, message: str) -> None:
+            problems.append(Problem(message, path))
+
+        def size_at(level: int) -> Size:
+            return (-(-self.input_size[0] // 2**level), -(-self.input_size[1] // 2**level))
+
+        def chain(path: str, ops: tuple[Op, ...], channels: int, level: int) -> tuple[int, int]:
+            """Walk ``ops`` from (channels, level); returns where they end."""
+            for k, op in enumerate(ops):
+                where = f"{path}.ops[{k}]"
+                if isinstance(op, Conv):
+                    if op.in_channels != channels:
+                        bad(where, f"takes {op.in_channels} channels, gets {channels}")
+                    if op.stride < 1 or op.stride & (op.stride - 1):
+                        bad(where, f"stride {op.stride} is not a power of two")
+                    channels, level = op.out_channels, level + op.stride.bit_length() - 1
+                elif isinstance(op, MaxPool):
+                    if op.channels != channels:
+                        bad(where, f"holds {op.channels} channels, gets {channels}")
+                    level += op.stride.bit_length() - 1
+                elif isinstance(op, Upsample):
+                    if op.channels != channels:
+                        bad(where, f"holds {op.channels} channels, gets {channels}")
+                    level -= op.factor.bit_length() - 1
+                else:
+                    bad(where, f"unknown op {type(op).__name__}")
+                    continue
+                if tuple(op.size) != size_at(level):
+                    bad(where, f"size {tuple(op.size)}, but level {level} of {self.input_size} is {size_at(level)}")
+            return channels, level
+
+        seen: dict[str, Node] = {}
+        for i, node in enumerate(self.nodes):
+            path = f"nodes[{i}] {node.name}"
+            if node.name in seen:
+                bad(path, "a second node of this name")
+            if tuple(node.size) != size_at(node.level):
+                bad(path, f"size {tuple(node.size)}, but level {node.level} of {self.input_size} is "
+                          f"{size_at(node.level)}")
+            consumed = node.units[0].in_channels if node.units else node.channels
+            # The level the inputs are fused at: a strided unit (a stem block's) moves on from it.
+            fused_level = node.level - sum(unit.stride.bit_length() - 1 for unit in node.units)
+            if node.kind == "stem":
+                end = chain(path, node.ops, self.input_channels, 0)
+                if end != (node.channels, node.level):
+                    bad(path, f"its ops end at {end[0]} channels, level {end[1]}; the node says "
+                              f"{node.channels}, level {node.level}")
+            for j, edge in enumerate(node.inputs):
+                where = f"{path}.inputs[{j}]"
+                source = seen.get(edge.source)
+                if source is None:
+                    bad(where, f"source {edge.source!r} is not an earlier node")
+                    continue
+                if edge.target != node.name:
+                    bad(where, f"target {edge.target!r} is not this node")
+                channels, level = chain(where, edge.ops, source.channels, source.level)
+                if node.kind == "endpoint":
+                    channels, level = chain(path, node.ops, channels, level)
+                    want = (node.channels, node.level)
+                else:
+                    want = (consumed, fused_level)
+                if (channels, level) != want:
+                    bad(where, f"reaches {channels} channels at level {level}; the node needs {want[0]} at "
+                               f"level {want[1]}")
+            previous, level = consumed, fused_level
+            for k, unit in enumerate(node.units):
+                if unit.in_channels != previous:
+                    bad(f"{path}.units[{k}]", f"takes {unit.in_channels} channels, gets {previous}")
+                out_level = level + unit.stride.bit_length() - 1
+                if (tuple(unit.in_size), tuple(unit.size)) != (size_at(level), size_at(out_level)):
+                    bad(f"{path}.units[{k}]", f"sizes {tuple(unit.in_size)} -> {tuple(unit.size)}, but levels "
+                                              f"{level} -> {out_level} are {size_at(level)} -> {size_at(out_level)}")
+                previous, level = unit.out_channels, out_level
+            if node.units and previous != node.channels:
+                bad(path, f"its units end at {previous} channels; the node says {node.channels}")
+            seen[node.name] = node
+        for key, name in self.endpoints:
+            node = seen.get(name)
+            if node is None or node.kind != "endpoint":
+                bad(f"endpoints[{key!r}]", f"{name!r} is not an endpoint node of the plan")
+            elif str(node.level) != key:
+                bad(f"endpoints[{key!r}]", f"{name!r} is at level {node.level}")
+        if problems:
+            raise PlanError(problems)
+
     def to_dict(self) -> dict:
         data = asdict(self)
         if not self.pruned_nodes:  # plans without pruned nodes keep the dict they always had
