@@ -20,6 +20,7 @@ from ._naming import output_name
 from ._options import COMMON_OPTIONS, check_options, check_plan_matches, frozen_nodes
 from ._planner import levels_of, parse_levels
 from ._protocol import Backend, ConformingBackend
+from ._slots import fuse_slot, op_slot, unit_slot
 from ._text import brief, first_unsafe, visible
 from ._weights import LoadReport, select_weights
 
@@ -43,11 +44,14 @@ __all__ = [
     "first_unsafe",
     "format_bytes",
     "frozen_nodes",
+    "fuse_slot",
     "header",
     "levels_of",
+    "op_slot",
     "output_name",
     "parse_levels",
     "render_template",
     "select_weights",
+    "unit_slot",
     "visible",
 ]

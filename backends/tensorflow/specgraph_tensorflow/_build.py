@@ -9,7 +9,7 @@ import tensorflow as tf
 import tf_keras
 
 from specgraph import BackendError, Conv, Edge, MaxPool, Node, Plan, Upsample
-from specgraph.backend_api import frozen_nodes
+from specgraph.backend_api import frozen_nodes, fuse_slot, op_slot, unit_slot
 
 from ._layers import ConvNorm, Fuse, LayerOptions
 from ._layers import Upsample as UpsampleLayer
@@ -78,7 +78,7 @@ class _Builder:
     def edge(self, edge: Edge, index: int, x: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
         for k, op in enumerate(edge.ops):
             # Intermediate ops run at the level their output size says; only the last reaches the target.
-            x = self.op(op, x, image, f"{edge.target}/in{index}/op{k}", f"{self.names[edge.target]}_in{index}_op{k}",
+            x = self.op(op, x, image, op_slot(edge.target, k, index), f"{self.names[edge.target]}_in{index}_op{k}",
                         edge.target_level, resample=True)
         return x
 
@@ -86,7 +86,7 @@ class _Builder:
         rate = self.drop_rate * node.drop_fraction if node.drop_fraction else 0.0
         for u, unit in enumerate(node.units):
             layer = make_unit(unit, rate, self.options, name=f"{self.names[node.name]}_unit{u}")
-            self.slots[f"{node.name}/unit{u}"] = layer
+            self.slots[unit_slot(node.name, u)] = layer
             x = layer(x)
         return x
 
@@ -103,7 +103,7 @@ class _Builder:
         if node.kind == "stem":
             x = image
             for k, op in enumerate(node.ops):
-                x = self.op(op, x, image, f"{node.name}/op{k}", f"{self.names[node.name]}_op{k}", node.level,
+                x = self.op(op, x, image, op_slot(node.name, k), f"{self.names[node.name]}_op{k}", node.level,
                             resample=False)
             return x
         if node.kind == "stem_block":
@@ -113,12 +113,12 @@ class _Builder:
             fuse = Fuse(node.fusion or "sum", len(parents), self.options.activation if node.fusion_activation
                         else None, name=f"{self.names[node.name]}_fuse")
             if node.fusion == "weighted":
-                self.slots[f"{node.name}/fuse"] = fuse
+                self.slots[fuse_slot(node.name)] = fuse
             return self.units(node, fuse(parents))
         if node.kind == "endpoint":
             x = tensors[node.inputs[0].source]
             for k, op in enumerate(node.ops):
-                x = self.op(op, x, image, f"{node.name}/op{k}", f"{self.names[node.name]}_op{k}", node.level,
+                x = self.op(op, x, image, op_slot(node.name, k), f"{self.names[node.name]}_op{k}", node.level,
                             resample=False)
             return x
         raise BackendError(f"node {node.name}: unknown kind {node.kind!r}")

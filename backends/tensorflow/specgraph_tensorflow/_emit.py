@@ -20,6 +20,7 @@ import jinja2
 
 from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, Unit, Upsample
 from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, activation_sources, render_template
+from specgraph.backend_api import fuse_slot, op_slot, unit_slot
 
 from ._build import layer_names
 from ._layers import ACTIVATION_KERNELS, ConvNorm
@@ -80,14 +81,15 @@ def _op(op: Conv | MaxPool | Upsample, name: str, level: int, resample: bool) ->
     raise BackendError(f"{name}: cannot emit op {type(op).__name__}")
 
 
-def _ops(x: str, ops: tuple, prefix: str, level: int, resample: bool, indent: int, slot: str,
+def _ops(x: str, ops: tuple, prefix: str, level: int, resample: bool, indent: int, slot: tuple[str, int | None],
          slots: dict[str, str]) -> str:
     """``apply_ops(x, image, op0, op1, ...)``: the ops run in order, as the backend's builder calls them.
-    Each conv's structural slot (``{slot}/op{k}``, the backend's key) -> its layer name goes into ``slots``."""
+    Each conv's slot (``op_slot(*slot, ...)``: node, input edge) -> its layer name goes into ``slots``."""
     if not ops:
         return x
     layers = [_op(op, f"{prefix}_op{k}", level, resample) for k, op in enumerate(ops)]
-    slots.update({f"{slot}/op{k}": f"{prefix}_op{k}" for k, op in enumerate(ops) if isinstance(op, Conv)})
+    node, edge = slot
+    slots.update({op_slot(node, k, edge): f"{prefix}_op{k}" for k, op in enumerate(ops) if isinstance(op, Conv)})
     if len(layers) == 1:
         return f"apply_ops({x}, image, {layers[0]})"
     pad = " " * (indent + 4)
@@ -110,7 +112,7 @@ def _unit(unit: Unit, drop: str, name: str) -> str:
 
 def _edges(node: Node, var: dict[str, str], prefix: str, slots: dict[str, str]) -> str:
     pad = " " * 8
-    edges = [_ops(var[e.source], e.ops, f"{prefix}_in{j}", e.target_level, True, 8, f"{node.name}/in{j}", slots)
+    edges = [_ops(var[e.source], e.ops, f"{prefix}_in{j}", e.target_level, True, 8, (node.name, j), slots)
              for j, e in enumerate(node.inputs)]
     parts = "".join(f"\n{pad}{edge}," for edge in edges)
     return f"[{parts}\n    ]"
@@ -136,7 +138,7 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
     for node in plan.nodes:
         prefix, v = prefixes[node.name], var[node.name]
         if node.kind == "stem":
-            x = _ops("image", node.ops, prefix, node.level, False, 4, node.name, slots)
+            x = _ops("image", node.ops, prefix, node.level, False, 4, (node.name, None), slots)
         elif node.kind == "stem_block":
             x = var[node.inputs[0].source]
         elif node.kind == "block":
@@ -144,9 +146,9 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
             x = (f"Fuse({(node.fusion or 'sum')!r}, {len(node.inputs)}, {act}, name={prefix + '_fuse'!r})"
                  f"({_edges(node, var, prefix, slots)})")
             if node.fusion == "weighted":  # only a weighted fusion has weights (the backend's slots too)
-                slots[f"{node.name}/fuse"] = f"{prefix}_fuse"
+                slots[fuse_slot(node.name)] = f"{prefix}_fuse"
         elif node.kind == "endpoint":
-            x = _ops(var[node.inputs[0].source], node.ops, prefix, node.level, False, 4, node.name, slots)
+            x = _ops(var[node.inputs[0].source], node.ops, prefix, node.level, False, 4, (node.name, None), slots)
         else:
             raise BackendError(f"node {node.name}: unknown kind {node.kind!r}")
         drop = f", drop_rate=rate * {node.drop_fraction!r}" if node.drop_fraction else ""
@@ -156,7 +158,7 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
                 statements.append(f"{v} = {x}")
                 x = v
             x = f"{_unit(unit, drop, f'{prefix}_unit{k}')}({x})"
-            slots[f"{node.name}/unit{k}"] = f"{prefix}_unit{k}"
+            slots[unit_slot(node.name, k)] = f"{prefix}_unit{k}"
         statements.append(f"{v} = {x}")
         lines.append(_Line(_comment(node), tuple(statements)))
     loader = jinja2.PackageLoader("specgraph_tensorflow", "templates")

@@ -19,7 +19,7 @@ from torch import nn
 
 from specgraph import ArgumentError, Problem, WeightsError
 from specgraph._weights import Target, read_npz
-from specgraph.backend_api import LoadReport, select_weights
+from specgraph.backend_api import LoadReport, fuse_slot, op_slot, select_weights, unit_slot
 
 from ._model import SpecgraphNet
 from ._weights import as_numpy, copy_into, from_tf_layout, numpy_dtype, require_model, tf_shape, to_tf_layout
@@ -44,14 +44,14 @@ def structural_name(key: str) -> str | None:
         raise WeightsError(Problem("no shared name for this state-dict key", key))
     node = m["node"]
     if m["fuse"]:
-        return f"{node}/fuse/weights"
+        return f"{fuse_slot(node)}/weights"
     role = _ROLES.get(m["rest"] or "")
     if role is None:
         raise WeightsError(Problem("no shared name for this state-dict key", key))
     if m["unit"] is not None:
-        return f"{node}/unit{m['unit']}/{m['part']}/{role}"
-    place = f"in{m['edge']}/op{m['op']}" if m["edge"] is not None else f"op{m['op']}"
-    return f"{node}/{place}/{role}"
+        return f"{unit_slot(node, int(m['unit']))}/{m['part']}/{role}"
+    edge = int(m["edge"]) if m["edge"] is not None else None
+    return f"{op_slot(node, int(m['op']), edge)}/{role}"
 
 
 def _layouts(model: nn.Module) -> dict[str, str]:
