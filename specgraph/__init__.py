@@ -29,8 +29,8 @@ _LAZY = {
     "SpecGraph": "_graph", "build_graph": "_graph",
     "LIMITS": "_loader", "Limits": "_loader", "builtin_specs": "_loader", "load": "_loader",
     "from_modelgarden_tuples": "_modelgarden",
-    "Conv": "_plan", "Edge": "_plan", "MaxPool": "_plan", "Node": "_plan", "Plan": "_plan", "Unit": "_plan",
-    "Upsample": "_plan",
+    "Activation": "_plan", "Add": "_plan", "Conv": "_plan", "Edge": "_plan", "MaxPool": "_plan", "Node": "_plan",
+    "Plan": "_plan", "SqueezeExcite": "_plan", "Unit": "_plan", "UnitOp": "_plan", "Upsample": "_plan",
     "plan": "_planner",
     "render_dot": "_render", "render_mermaid": "_render", "render_svg": "_render",
     "Spec": "_schema",
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ._graph import SpecGraph, build_graph
     from ._loader import LIMITS, Limits, builtin_specs, load
     from ._modelgarden import from_modelgarden_tuples
-    from ._plan import Conv, Edge, MaxPool, Node, Plan, Unit, Upsample
+    from ._plan import Activation, Add, Conv, Edge, MaxPool, Node, Plan, SqueezeExcite, Unit, UnitOp, Upsample
     from ._planner import plan
     from ._render import render_dot, render_mermaid, render_svg
     from ._schema import Spec
@@ -83,6 +83,8 @@ __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "CodegenError",
+    "Activation",
+    "Add",
     "Conv",
     "Edge",
     "Feature",
@@ -104,7 +106,9 @@ __all__ = [
     "SpecValidationError",
     "SpecgraphError",
     "Stats",
+    "SqueezeExcite",
     "Unit",
+    "UnitOp",
     "Upsample",
     "WeightsError",
     "__version__",

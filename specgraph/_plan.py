@@ -12,7 +12,15 @@ Op semantics (what every backend must implement):
 - ``MaxPool``: max-pool with ``SAME`` padding (pads with -inf).
 - ``Upsample``: repeat every pixel ``factor x factor`` times, then crop to ``size``
   (``out[i] = in[i // factor]``), which is Model Garden's nearest upsampling.
-- Block ``Unit``s are described in ``docs/plan-ir.md``.
+- ``SqueezeExcite``: ``x * gate(expand(inner(reduce(mean_hw(x)))))``; ``reduce`` and ``expand``
+  are 1x1 convolutions with a bias and no norm; ``inner``/``gate`` are activation names
+  (``specgraph._activations``).
+- ``Add``: a unit's residual sum, ``drop(branch) + shortcut``: the branch after stochastic depth
+  (the node's rate) plus the shortcut path's output (the unit's input when it has no shortcut op).
+- ``Activation``: the plan's activation on its own (after an ``Add``).
+
+A block ``Unit`` is expanded into these ops by :attr:`Unit.ops`, the one place each block
+recipe is written (see ``docs/plan-ir.md``).
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Literal
 
-__all__ = ["Conv", "Edge", "MaxPool", "Node", "Op", "Plan", "Unit", "Upsample"]
+__all__ = ["Activation", "Add", "Conv", "Edge", "MaxPool", "Node", "Op", "Plan", "SqueezeExcite", "Unit", "UnitOp",
+           "Upsample"]
 
 Size = tuple[int, int]
 
@@ -75,7 +84,41 @@ class Upsample:
         return f"up x{self.factor} {self.mode}"
 
 
-Op = Conv | MaxPool | Upsample
+@dataclass(frozen=True)
+class SqueezeExcite:
+    channels: int
+    se_channels: int
+    size: Size  # of the gated map (the squeezed one is 1x1)
+    inner: str = "relu"
+    gate: str = "hard_sigmoid"
+    op: Literal["squeeze_excite"] = "squeeze_excite"
+
+    def describe(self) -> str:
+        return f"se {self.channels}->{self.se_channels}->{self.channels} ({self.gate})"
+
+
+@dataclass(frozen=True)
+class Add:
+    channels: int
+    size: Size
+    op: Literal["add"] = "add"
+
+    def describe(self) -> str:
+        return "add"
+
+
+@dataclass(frozen=True)
+class Activation:
+    channels: int
+    size: Size
+    op: Literal["activation"] = "activation"
+
+    def describe(self) -> str:
+        return "act"
+
+
+Op = Conv | MaxPool | Upsample  # the ops of resampling chains, stems and endpoints
+UnitOpKind = Conv | SqueezeExcite | Add | Activation  # the ops units expand into
 
 
 @dataclass(frozen=True)
@@ -100,18 +143,20 @@ class Edge:
 
 
 @dataclass(frozen=True)
-class Unit:
-    """One block of a block group (``block_repeats`` units per group).
+class UnitOp:
+    """One op of a unit. ``role`` names it within the unit (its weights' slot is
+    ``unit_slot(node, k) + "/" + role``); ``path`` says what it reads: ``shortcut`` ops read the
+    unit's input, ``branch`` ops the previous branch op's output (the first one the unit's input),
+    ``join`` ops the branch (``Add`` also the shortcut) and write the branch."""
 
-    - ``bottleneck``: 1x1 ``in->filters``, 3x3/``stride`` ``filters->filters``, 1x1
-      ``filters->4*filters`` (no act), + shortcut (1x1/``stride`` + norm if
-      ``projection``), act.
-    - ``residual``: 3x3/``stride`` ``in->filters``, 3x3 ``filters->filters`` (no act),
-      + shortcut, act.
-    - ``mbconv``: 1x1 expand ``in->expand_channels`` (only if ``expand``), depthwise
-      3x3/``stride``, squeeze-excitation to ``se_channels`` (if > 0, hard-sigmoid
-      gate), 1x1 project ``->out`` (no act), + input if ``residual``.
-    """
+    role: str
+    path: Literal["shortcut", "branch", "join"]
+    op: UnitOpKind
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One block of a block group (``block_repeats`` units per group); :attr:`ops` is its recipe."""
 
     type: Literal["residual", "bottleneck", "mbconv"]
     in_channels: int
@@ -125,6 +170,64 @@ class Unit:
     expand_channels: int = 0
     se_channels: int = 0
     residual: bool = True
+
+    @property
+    def ops(self) -> tuple[UnitOp, ...]:
+        """The unit as single ops, in build order (Model Garden's creation order)."""
+        recipe = _RECIPES.get(self.type)
+        return recipe(self) if recipe is not None else ()
+
+    @property
+    def weighted_ops(self) -> tuple[UnitOp, ...]:
+        """The ops that hold weights (convolutions and squeeze-excitations)."""
+        return tuple(step for step in self.ops if isinstance(step.op, Conv | SqueezeExcite))
+
+
+# The block recipes: each block type as single ops, written here only. Every backend, the stats,
+# the weight mappings and the emitted source read them through ``Unit.ops``.
+
+def _shortcut(u: Unit) -> tuple[UnitOp, ...]:
+    if not u.projection:
+        return ()
+    return (UnitOp("shortcut", "shortcut", Conv(u.in_channels, u.out_channels, 1, u.stride, u.size, activation=False)),)
+
+
+def _join(u: Unit, activation: bool) -> tuple[UnitOp, ...]:
+    if not u.residual:
+        return ()
+    add = UnitOp("add", "join", Add(u.out_channels, u.size))
+    return (add, UnitOp("act", "join", Activation(u.out_channels, u.size))) if activation else (add,)
+
+
+def _bottleneck(u: Unit) -> tuple[UnitOp, ...]:
+    f = u.filters
+    return (*_shortcut(u),
+            UnitOp("conv1", "branch", Conv(u.in_channels, f, 1, 1, u.in_size)),
+            UnitOp("conv2", "branch", Conv(f, f, 3, u.stride, u.size)),
+            UnitOp("conv3", "branch", Conv(f, u.out_channels, 1, 1, u.size, activation=False)),
+            *_join(u, activation=True))
+
+
+def _residual(u: Unit) -> tuple[UnitOp, ...]:
+    f = u.filters
+    return (*_shortcut(u),
+            UnitOp("conv1", "branch", Conv(u.in_channels, f, 3, u.stride, u.size)),
+            UnitOp("conv2", "branch", Conv(f, u.out_channels, 3, 1, u.size, activation=False)),
+            *_join(u, activation=True))
+
+
+def _mbconv(u: Unit) -> tuple[UnitOp, ...]:
+    width = u.expand_channels if u.expand else u.in_channels
+    ops = [UnitOp("expand", "branch", Conv(u.in_channels, width, 1, 1, u.in_size))] if u.expand else []
+    ops.append(UnitOp("depthwise", "branch", Conv(width, width, 3, u.stride, u.size, groups=width)))
+    if u.se_channels > 0:
+        ops.append(UnitOp("se", "branch", SqueezeExcite(width, u.se_channels, u.size)))
+    ops.append(UnitOp("project", "branch", Conv(width, u.out_channels, 1, 1, u.size, activation=False)))
+    return (*ops, *_join(u, activation=False))  # MobileNet's linear bottleneck: no activation after the add
+
+
+_RECIPES = {"bottleneck": _bottleneck, "residual": _residual, "mbconv": _mbconv}
+UNIT_TYPES: tuple[str, ...] = tuple(_RECIPES)
 
 
 @dataclass(frozen=True)
@@ -282,6 +385,30 @@ class Plan:
                     bad(where, f"size {tuple(op.size)}, but level {level} of {self.input_size} is {size_at(level)}")
             return channels, level
 
+        def unit_ops(path: str, unit: Unit) -> None:
+            """The unit's ops chain from its input to its output; roles are unique (they are slots)."""
+            if unit.type not in _RECIPES:
+                bad(path, f"unknown unit type {unit.type!r}; known: {', '.join(_RECIPES)}")
+                return
+            roles = [step.role for step in unit.ops]
+            for role in sorted({r for r in roles if roles.count(r) > 1}):
+                bad(path, f"two ops named {role!r}")
+            branch = unit.in_channels
+            for step in unit.ops:
+                op, where = step.op, f"{path}.{step.role}"
+                if isinstance(op, Conv):
+                    if op.in_channels != (unit.in_channels if step.path == "shortcut" else branch):
+                        bad(where, f"takes {op.in_channels} channels, gets "
+                                   f"{unit.in_channels if step.path == 'shortcut' else branch}")
+                    if step.path == "shortcut" and op.out_channels != unit.out_channels:
+                        bad(where, f"gives {op.out_channels} channels; the unit's output has {unit.out_channels}")
+                    if step.path == "branch":
+                        branch = op.out_channels
+                elif op.channels != branch:
+                    bad(where, f"holds {op.channels} channels, gets {branch}")
+            if branch != unit.out_channels:
+                bad(path, f"its branch ends at {branch} channels; the unit says {unit.out_channels}")
+
         seen: dict[str, Node] = {}
         for i, node in enumerate(self.nodes):
             path = f"nodes[{i}] {node.name}"
@@ -323,6 +450,7 @@ class Plan:
                 if (tuple(unit.in_size), tuple(unit.size)) != (size_at(level), size_at(out_level)):
                     bad(f"{path}.units[{k}]", f"sizes {tuple(unit.in_size)} -> {tuple(unit.size)}, but levels "
                                               f"{level} -> {out_level} are {size_at(level)} -> {size_at(out_level)}")
+                unit_ops(f"{path}.units[{k}]", unit)
                 previous, level = unit.out_channels, out_level
             if node.units and previous != node.channels:
                 bad(path, f"its units end at {previous} channels; the node says {node.channels}")

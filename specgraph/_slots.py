@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-__all__ = ["fuse_slot", "op_slot", "unit_slot"]
+__all__ = ["fuse_slot", "op_slot", "unit_op_slot", "unit_slot"]
 
 
 def op_slot(node: str, op: int, edge: int | None = None) -> str:
@@ -15,6 +15,11 @@ def op_slot(node: str, op: int, edge: int | None = None) -> str:
 def unit_slot(node: str, unit: int) -> str:
     """Unit ``unit`` of ``node``'s block group."""
     return f"{node}/unit{unit}"
+
+
+def unit_op_slot(node: str, unit: int, role: str) -> str:
+    """The op ``role`` (a :class:`specgraph.UnitOp`'s) of unit ``unit`` of ``node``: ``sp3/unit0/conv2``."""
+    return f"{unit_slot(node, unit)}/{role}"
 
 
 def fuse_slot(node: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ._plan import Conv, Edge, Node, Op, Plan, Unit
+from ._plan import Activation, Conv, Edge, Node, Op, Plan, SqueezeExcite, Unit, UnitOpKind
 
 __all__ = ["NodeStats", "Stats", "stats"]
 
@@ -52,30 +52,23 @@ def _conv(cin: int, cout: int, k: int, size: tuple[int, int], *, groups: int = 1
             + _maps(size, cout, 1 + act))
 
 
-def _op(op: Op) -> _Count:
+def _op(op: Op | UnitOpKind) -> _Count:
     if isinstance(op, Conv):
         return _conv(op.in_channels, op.out_channels, op.kernel, op.size, groups=op.groups, norm=op.norm,
                      bias=op.bias, act=op.activation)
+    if isinstance(op, SqueezeExcite):  # two biased 1x1 convs on the squeezed map, then the gated map
+        return (_conv(op.channels, op.se_channels, 1, (1, 1), norm=False, bias=True)
+                + _conv(op.se_channels, op.channels, 1, (1, 1), norm=False, bias=True) + _maps(op.size, op.channels))
+    if isinstance(op, Activation):
+        return _ZERO  # after a sum, in place on it (autograd keeps one of the two)
     return _maps(op.size, op.channels)
 
 
-def _unit(u: Unit) -> _Count:
-    join = _maps(u.size, u.out_channels, 1 if u.type != "mbconv" else int(u.residual))  # the sum's activation
-    if u.type == "bottleneck":
-        c = (_conv(u.in_channels, u.filters, 1, u.in_size) + _conv(u.filters, u.filters, 3, u.size)
-             + _conv(u.filters, u.out_channels, 1, u.size, act=False)) + join
-        return c + _conv(u.in_channels, u.out_channels, 1, u.size, act=False) if u.projection else c
-    if u.type == "residual":
-        c = _conv(u.in_channels, u.filters, 3, u.size) + _conv(u.filters, u.filters, 3, u.size, act=False) + join
-        return c + _conv(u.in_channels, u.out_channels, 1, u.size, act=False) if u.projection else c
-    e = u.expand_channels
-    c = _conv(u.in_channels, e, 1, u.in_size) if u.expand else _ZERO
-    c += _conv(e, e, 3, u.size, groups=e)
-    if u.se_channels:
-        c += _conv(e, u.se_channels, 1, (1, 1), norm=False, bias=True)
-        c += _conv(u.se_channels, e, 1, (1, 1), norm=False, bias=True)
-        c += _maps(u.size, e)  # the gated map
-    return c + _conv(e, u.out_channels, 1, u.size, act=False) + join
+def _unit(unit: Unit) -> _Count:
+    total = _ZERO
+    for step in unit.ops:
+        total += _op(step.op)
+    return total
 
 
 def _edge(edge: Edge) -> _Count:

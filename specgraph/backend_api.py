@@ -16,11 +16,13 @@ from ._activations import FORMULAS as ACTIVATION_FORMULAS
 from ._codegen import CodegenError, Namespace, header, render_template
 from ._features import Feature, FeatureInfo
 from ._memory import available_memory, check_memory, format_bytes
+from ._mg_blocks import MODELGARDEN_BLOCKS, ModelGardenBlock
 from ._naming import output_name
 from ._options import COMMON_OPTIONS, check_options, check_plan_matches, frozen_nodes
+from ._plan import UNIT_TYPES
 from ._planner import levels_of, parse_levels
 from ._protocol import Backend, ConformingBackend
-from ._slots import fuse_slot, op_slot, unit_slot
+from ._slots import fuse_slot, op_slot, unit_op_slot, unit_slot
 from ._text import brief, first_unsafe, visible
 from ._weights import LoadReport, select_weights
 
@@ -34,7 +36,10 @@ __all__ = [
     "Feature",
     "FeatureInfo",
     "LoadReport",
+    "MODELGARDEN_BLOCKS",
+    "ModelGardenBlock",
     "Namespace",
+    "UNIT_TYPES",
     "available_memory",
     "brief",
     "canonical_activation",
@@ -52,6 +57,7 @@ __all__ = [
     "parse_levels",
     "render_template",
     "select_weights",
+    "unit_op_slot",
     "unit_slot",
     "visible",
 ]
