@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from ._errors import ArgumentError, Problem, SpecSyntaxError, SpecValidationError
 from ._schema import Spec
 from ._text import brief, visible
+from ._writer import dumps
 
 __all__ = ["LIMITS", "Limits", "builtin_specs", "dumps", "format_path", "load"]
 
@@ -565,63 +566,3 @@ def load(source: str | os.PathLike[str] | Mapping[str, Any], *, limits: Limits =
         raise SpecSyntaxError(Problem("unknown spec file type; use .toml, .yaml, .yml or .json", "", str(path)))
     data, src = _parse(_read_file(path, limits), fmt, str(path), limits)
     return validate_data(data, src, limits=limits)
-
-
-# ---------------------------------------------------------------- writing
-
-
-def dumps(spec: Spec, fmt: str = "yaml") -> str:
-    data = _prune_none(spec.to_dict())
-    if fmt == "yaml":
-        return yaml.safe_dump(data, sort_keys=False)
-    if fmt == "json":
-        return json.dumps(data, indent=2)
-    if fmt == "toml":
-        return _toml_dump(data)
-    raise ArgumentError(f"fmt: unknown format {brief(fmt)}; use yaml, toml or json")
-
-
-def _prune_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _prune_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_prune_none(v) for v in value]
-    return value
-
-
-def _toml_key(key: Any) -> str:
-    key = str(key)
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def _toml_dump(data: dict, prefix: tuple = ()) -> str:
-    def is_table(v: Any) -> bool:
-        return isinstance(v, dict)
-
-    def is_table_array(v: Any) -> bool:
-        return isinstance(v, list) and bool(v) and all(isinstance(i, dict) for i in v)
-
-    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if not (is_table(v) or is_table_array(v))]
-    for k, v in data.items():
-        path = (*prefix, k)
-        dotted = ".".join(_toml_key(p) for p in path)
-        if is_table(v):
-            lines += ["", f"[{dotted}]", _toml_dump(v, path)]
-        elif is_table_array(v):
-            for item in v:
-                lines += ["", f"[[{dotted}]]", _toml_dump(item, path)]
-    return "\n".join(line for line in lines if line is not None).strip("\n") + ("\n" if not prefix else "")

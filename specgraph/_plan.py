@@ -406,6 +406,10 @@ class Plan:
                         branch = op.out_channels
                 elif op.channels != branch:
                     bad(where, f"holds {op.channels} channels, gets {branch}")
+                if isinstance(op, Add) and not any(s.path == "shortcut" for s in unit.ops) and (
+                        unit.in_channels != op.channels or unit.stride != 1):
+                    bad(where, f"adds the unit's input ({unit.in_channels} channels, stride {unit.stride}) to "
+                               f"{op.channels} channels at stride 1; the unit needs a projection shortcut")
             if branch != unit.out_channels:
                 bad(path, f"its branch ends at {branch} channels; the unit says {unit.out_channels}")
 

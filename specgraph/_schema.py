@@ -25,6 +25,7 @@ from pydantic import (
 
 from ._activations import ACTIVATIONS
 from ._text import brief, first_unsafe
+from ._writer import dumps
 
 __all__ = [
     "BLOCK_TYPES",
@@ -254,8 +255,6 @@ class Spec(_Model):
 
     def dumps(self, fmt: Literal["yaml", "toml", "json"] = "yaml") -> str:
         """The spec as TOML, YAML or JSON text that ``load`` reads back to an equal spec."""
-        from ._loader import dumps
-
         return dumps(self, fmt)
 
     def _repr_svg_(self) -> str | None:  # Jupyter
