@@ -1,5 +1,6 @@
-"""Model Garden's names for the inside of each block type: its Keras class, the auto-generated
-layer name, and which of its attributes hold each unit op's weights, in creation order.
+"""Model Garden's backbones for the built-in specs, and its names for the inside of each block
+type: its Keras class, the auto-generated layer name, and which of its attributes hold each unit
+op's weights, in creation order.
 
 Written here once; both backends' Model Garden weight mappings read it (the torch one by
 checkpoint names, the Keras one by attributes of a live Model Garden model).
@@ -7,9 +8,14 @@ checkpoint names, the Keras one by attributes of a live Model Garden model).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["MODELGARDEN_BLOCKS", "ModelGardenBlock"]
+from ._errors import Problem, WeightsError
+from ._plan import Plan
+
+__all__ = ["MODELGARDEN_BACKBONES", "MODELGARDEN_BLOCKS", "ModelGardenBlock", "modelgarden_backbone"]
 
 
 @dataclass(frozen=True)
@@ -39,3 +45,30 @@ MODELGARDEN_BLOCKS: dict[str, ModelGardenBlock] = {
         ("expand", "_conv0", "_norm0"), ("depthwise", "_conv1", "_norm1"), ("project", "_conv2", "_norm2")),
         squeeze_excite=("se", "_squeeze_excitation", "_se_reduce", "_se_expand")),
 }
+
+
+# Built-in spec name -> Model Garden's backbone: (module, class, the ``SCALING_MAP`` keys its constructor takes).
+# The module is imported by a backend (it needs TensorFlow); its ``SCALING_MAP`` is the variant table.
+MODELGARDEN_BACKBONES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "spinenet": ("official.vision.modeling.backbones.spinenet", "SpineNet",
+                 ("endpoints_num_filters", "resample_alpha", "block_repeats", "filter_size_scale")),
+    "spinenet_mobile": ("official.vision.modeling.backbones.spinenet_mobile", "SpineNetMobile",
+                        ("endpoints_num_filters", "block_repeats", "filter_size_scale")),
+}
+
+
+def modelgarden_backbone(plan: Plan, scaling_maps: Callable[[str], Mapping[str, Mapping[str, Any]]]
+                         ) -> tuple[str, dict[str, Any]]:
+    """Model Garden's class name and constructor arguments for ``plan``'s network.
+
+    ``scaling_maps(module)`` returns that Model Garden module's ``SCALING_MAP`` (the backend imports it).
+    A :class:`WeightsError` when Model Garden has no such spec or variant.
+    """
+    entry = MODELGARDEN_BACKBONES.get(plan.spec_name)
+    scaling = scaling_maps(entry[0]).get(plan.variant) if entry is not None else None
+    if entry is None or scaling is None:
+        raise WeightsError(Problem("no Model Garden model has this spec and variant",
+                                   f"{plan.spec_name} {plan.variant}"))
+    common = {"min_level": plan.min_level, "max_level": plan.max_level, "activation": plan.activation,
+              "norm_momentum": plan.norm_momentum, "norm_epsilon": plan.norm_epsilon}
+    return entry[1], {**common, **{key: scaling[key] for key in entry[2]}}

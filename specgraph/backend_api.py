@@ -16,7 +16,7 @@ from ._activations import FORMULAS as ACTIVATION_FORMULAS
 from ._codegen import CodegenError, Namespace, header, render_template
 from ._features import Feature, FeatureInfo
 from ._memory import available_memory, check_memory, format_bytes
-from ._mg_blocks import MODELGARDEN_BLOCKS, ModelGardenBlock
+from ._mg_blocks import MODELGARDEN_BACKBONES, MODELGARDEN_BLOCKS, ModelGardenBlock, modelgarden_backbone
 from ._naming import output_name
 from ._options import COMMON_OPTIONS, check_options, check_plan_matches, frozen_nodes
 from ._plan import UNIT_TYPES
@@ -36,6 +36,7 @@ __all__ = [
     "Feature",
     "FeatureInfo",
     "LoadReport",
+    "MODELGARDEN_BACKBONES",
     "MODELGARDEN_BLOCKS",
     "ModelGardenBlock",
     "Namespace",
@@ -52,6 +53,7 @@ __all__ = [
     "fuse_slot",
     "header",
     "levels_of",
+    "modelgarden_backbone",
     "op_slot",
     "output_name",
     "parse_levels",
