@@ -25,17 +25,21 @@ FIRST_NODES = ["stem", "stem1", "stem2", "sp1", "sp2"]  # plan order, from plan.
 
 
 class Backend:
-    """The few operations the tests need, in each backend's own API (NCHW numpy in and out)."""
+    """The contract hooks (``specgraph.backend_api.ConformingBackend``: structural weights, inference on
+    NCHW numpy), plus the training-mode operations these tests need, in each backend's own API."""
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.plugin = specgraph.get_backend(name)
         if name == "torch":
-            self.torch = pytest.importorskip("torch")
-            self.lib = pytest.importorskip("specgraph_torch")
-            self.torch.set_num_threads(1)
+            import torch
+
+            self.torch = torch
+            torch.set_num_threads(1)
         else:
-            self.tf = pytest.importorskip("tensorflow")
-            self.lib = pytest.importorskip("specgraph_tensorflow")
+            import tensorflow
+
+            self.tf = tensorflow
 
     def build(self, plan: specgraph.Plan, seed: int = 0, **options: Any) -> Any:
         if self.name == "torch":
@@ -45,23 +49,21 @@ class Backend:
         return specgraph.compile(plan, backend=self.name, **options)
 
     def run(self, model: Any, x: np.ndarray, training: bool = False) -> dict[str, np.ndarray]:
+        if not training:
+            return self.plugin.predict(model, x)
         if self.name == "torch":
-            model.train(training)
+            model.train()
             with self.torch.no_grad():
                 return {k: v.numpy() for k, v in model(self.torch.from_numpy(x)).items()}
-        out = model(x.transpose(0, 2, 3, 1), training=training)
+        out = model(x.transpose(0, 2, 3, 1), training=True)
         return {k: v.numpy().transpose(0, 3, 1, 2) for k, v in out.items()}
 
     def weights(self, model: Any) -> dict[str, np.ndarray]:
         """Every weight and BN statistic by shared name, copied."""
-        if self.name == "torch":
-            return {k: v.copy() for k, v in self.lib.to_structural(model).items()}
-        return {k: v.numpy().copy() for k, v in self.lib.weights_dict(model).items()}
+        return {k: np.array(v, copy=True) for k, v in self.plugin.to_structural(model).items()}
 
     def load(self, model: Any, arrays: dict[str, np.ndarray], **kwargs: Any) -> Any:
-        if self.name == "torch":
-            return self.lib.load_structural(model, arrays, **kwargs)
-        return self.lib.load_weights(model, arrays, **kwargs)
+        return self.plugin.load_structural(model, arrays, **kwargs)
 
     def counts(self, model: Any) -> tuple[int, int]:
         """(all weights incl. BN statistics, trainable ones), as stats counts them."""
@@ -74,10 +76,10 @@ class Backend:
     def trainable(self, model: Any) -> set[str]:
         """Shared names of the weights that train."""
         if self.name == "torch":
-            names = {k: self.lib.structural_name(k) for k in model.state_dict()}
+            names = {k: self.plugin.structural_name(k) for k in model.state_dict()}
             return {names[k] for k, p in model.named_parameters() if p.requires_grad}
         ids = {id(v) for v in model.trainable_weights}
-        return {k for k, v in self.lib.weights_dict(model).items() if id(v) in ids}
+        return {k for k, v in self.plugin.weights_dict(model).items() if id(v) in ids}
 
     def train_step(self, model: Any, x: np.ndarray) -> None:
         """One SGD step on the mean square of every output, in training mode."""
@@ -180,9 +182,9 @@ def test_selected_levels_equal_the_full_model(backend: Backend, models: dict[str
 
 def test_levels_pass_through_every_compile(backend: Backend, plans: dict[str, specgraph.Plan]) -> None:
     # With a plan, levels (like min_level / max_level) must agree with it.
-    backend.lib.compile(plans["3_5"], levels=[5, 3], min_level=3, check_memory=False)
+    backend.plugin.compile(plans["3_5"], levels=[5, 3], min_level=3, check_memory=False)
     with pytest.raises(specgraph.BackendError, match=r"levels=\[3, 4\] does not match the plan's levels \[3, 5\]"):
-        backend.lib.compile(plans["3_5"], levels=[3, 4])
+        backend.plugin.compile(plans["3_5"], levels=[3, 4])
     with pytest.raises(specgraph.BackendError, match="levels"):
         specgraph.compile(plans["full"], backend=backend.name, levels=[3, 5])
     with pytest.raises(specgraph.BackendError, match="max_level=7 does not match"):
@@ -280,7 +282,7 @@ def test_bad_freeze_options(backend_name: str, plans: dict[str, specgraph.Plan],
         specgraph.compile(plans["3_5"], backend=backend_name, **options)
     assert caught.value.problems[0].path == name
     with pytest.raises(specgraph.ArgumentError, match=rf"^{name}: "):
-        Backend(backend_name).lib.compile(plans["3_5"], **options)
+        Backend(backend_name).plugin.compile(plans["3_5"], **options)
 
 
 def test_freeze_at_may_freeze_every_node(plans: dict[str, specgraph.Plan]) -> None:
@@ -335,7 +337,7 @@ def test_torch_contracts_follow_the_selection(plans: dict[str, specgraph.Plan]) 
 
 def test_keras_config_keeps_levels_and_freezing(plans: dict[str, specgraph.Plan]) -> None:
     backend = Backend("tensorflow")
-    model = backend.lib.compile(plans["3_5"], frozen_bn=True, freeze_at=2)
+    model = backend.plugin.compile(plans["3_5"], frozen_bn=True, freeze_at=2)
     config = model.get_config()
     assert config["levels"] == [3, 5] and config["frozen_bn"] is True and config["freeze_at"] == 2
     again = type(model).from_config(config)

@@ -22,33 +22,24 @@ NOT_BUILT_FOR_3_5 = {"sp14", "sp15", "endpoint_4", "endpoint_6", "endpoint_7"}
 
 
 class Backend:
-    """Shared-name weights in and out, and a forward pass, in each backend's own API (NCHW numpy)."""
+    """The backend's contract hooks (``specgraph.backend_api.ConformingBackend``): structural weights
+    in and out as numpy, inference on NCHW numpy images."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        if name == "torch":
-            self.torch = pytest.importorskip("torch")
-            self.lib = pytest.importorskip("specgraph_torch")
-            self.torch.set_num_threads(1)
-        else:
-            pytest.importorskip("tensorflow")
-            self.lib = pytest.importorskip("specgraph_tensorflow")
+        self.plugin = specgraph.get_backend(name)
 
     def weights(self, model: Any) -> dict[str, np.ndarray]:
-        if self.name == "torch":
-            return {k: v.copy() for k, v in self.lib.to_structural(model).items()}
-        return {k: v.numpy().copy() for k, v in self.lib.weights_dict(model).items()}
+        return {k: np.array(v, copy=True) for k, v in self.plugin.to_structural(model).items()}
 
     def load(self, model: Any, arrays: Any, **kwargs: Any) -> Any:
-        if self.name == "torch":
-            return self.lib.load_structural(model, arrays, **kwargs)
-        return self.lib.load_weights(model, arrays, **kwargs)
+        if isinstance(arrays, str):  # an .npz file: each backend's public loader reads paths too
+            loader = self.plugin.load_structural if self.name == "torch" else self.plugin.load_weights
+            return loader(model, arrays, **kwargs)
+        return self.plugin.load_structural(model, arrays, **kwargs)
 
     def run(self, model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
-        if self.name == "torch":
-            with self.torch.no_grad():
-                return {k: v.numpy() for k, v in model.eval()(self.torch.from_numpy(x)).items()}
-        return {k: v.numpy().transpose(0, 3, 1, 2) for k, v in model(x.transpose(0, 2, 3, 1)).items()}
+        return self.plugin.predict(model, x)
 
 
 def _node(name: str) -> str:
@@ -182,32 +173,33 @@ def test_npz_with_prefix(backend: Backend, full: Any, selected: Any, tmp_path: A
 
 def test_torchvision_detector_state_dict_into_a_bare_backbone(image: np.ndarray) -> None:
     """A torchvision RetinaNet's ``state_dict()`` keeps the backbone under ``backbone.body.``: loaded by prefix."""
-    backend = Backend("torch")
+    torch = pytest.importorskip("torch")
     pytest.importorskip("torchvision")
     from specgraph_torch.detection import TorchvisionBackbone, anchor_generator
     from torchvision.models.detection import RetinaNet
 
     source = specgraph.compile("spinenet", backend="torch", variant="49S", input_size=SIZE)
-    with backend.torch.no_grad():  # non-trivial BN statistics, so a wrong mapping shows in the outputs
+    with torch.no_grad():  # non-trivial BN statistics, so a wrong mapping shows in the outputs
         for m in source.modules():
-            if isinstance(m, backend.torch.nn.BatchNorm2d):
+            if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.normal_(0.0, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     wrapped = TorchvisionBackbone(source)
     detector = RetinaNet(wrapped, num_classes=3, anchor_generator=anchor_generator(wrapped))
     state = detector.state_dict()
     bare = specgraph.compile("spinenet", backend="torch", variant="49S", input_size=SIZE)
-    report = backend.lib.load_structural(bare, state, prefix="backbone.body.")
+    report = specgraph.get_backend("torch").load_structural(bare, state, prefix="backbone.body.")
     keys = [k for k in source.state_dict() if not k.endswith("num_batches_tracked")]
     assert set(report.loaded) == set(keys) and report.missing == report.unexpected == ()
     assert all(k.startswith("head.") or k.endswith("num_batches_tracked") for k in report.ignored)
     for k, v in source.state_dict().items():
-        assert backend.torch.equal(bare.state_dict()[k], v) or k.endswith("num_batches_tracked")
+        assert torch.equal(bare.state_dict()[k], v) or k.endswith("num_batches_tracked")
     # Into a level selection: strict=False, the detector's other endpoints and blocks are unexpected.
     sel = specgraph.compile("spinenet", backend="torch", variant="49S", input_size=SIZE, levels=[3, 5])
-    report = backend.lib.load_structural(sel, state, prefix="backbone.body.", strict=False)
+    plugin = specgraph.get_backend("torch")
+    report = plugin.load_structural(sel, state, prefix="backbone.body.", strict=False)
     assert {k.split(".")[1] for k in report.unexpected} == NOT_BUILT_FOR_3_5
-    got, want = backend.run(sel, image), backend.run(source, image)
+    got, want = plugin.predict(sel, image), plugin.predict(source, image)
     np.testing.assert_allclose(got["3"], want["3"], rtol=0, atol=1e-6)
 
 
@@ -233,9 +225,9 @@ def test_modelgarden_weights_into_a_level_selection(backend_name: str, image: np
             v.assign(rng.normal(0.0, 0.1, v.shape).astype(np.float32))
     model = specgraph.compile("spinenet", backend=backend_name, variant="49S", input_size=SIZE, levels=[3, 5])
     if backend_name == "torch":
-        backend.lib.load_modelgarden_weights(model, mg)
+        backend.plugin.load_modelgarden_weights(model, mg)
     else:
-        report = backend.lib.load_weights(model, mg)
+        report = backend.plugin.load_weights(model, mg)
         assert set(report.loaded) == set(backend.weights(model))
     want = mg(image.transpose(0, 2, 3, 1), training=False)
     got = backend.run(model, image)
