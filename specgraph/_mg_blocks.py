@@ -58,8 +58,8 @@ MODELGARDEN_BACKBONES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 
 def modelgarden_backbone(plan: Plan, scaling_maps: Callable[[str], Mapping[str, Mapping[str, Any]]]
-                         ) -> tuple[str, dict[str, Any]]:
-    """Model Garden's class name and constructor arguments for ``plan``'s network.
+                         ) -> tuple[str, str, dict[str, Any]]:
+    """Model Garden's module, class name and constructor arguments for ``plan``'s network.
 
     ``scaling_maps(module)`` returns that Model Garden module's ``SCALING_MAP`` (the backend imports it).
     A :class:`WeightsError` when Model Garden has no such spec or variant.
@@ -71,4 +71,4 @@ def modelgarden_backbone(plan: Plan, scaling_maps: Callable[[str], Mapping[str, 
                                    f"{plan.spec_name} {plan.variant}"))
     common = {"min_level": plan.min_level, "max_level": plan.max_level, "activation": plan.activation,
               "norm_momentum": plan.norm_momentum, "norm_epsilon": plan.norm_epsilon}
-    return entry[1], {**common, **{key: scaling[key] for key in entry[2]}}
+    return entry[0], entry[1], {**common, **{key: scaling[key] for key in entry[2]}}
