@@ -1,4 +1,5 @@
-"""Standalone PyTorch source for a plan: the template mirrors this backend's module layout.
+"""Standalone PyTorch source for a plan: the backend's own layers (``_layers``, copied by source)
+and the plan's wiring, written out by the template.
 
 Plan values enter the code built here only through ``repr`` (``{x!r}``): a plan deserialised
 without checks may hold a string where a number belongs, and it must stay a literal.
@@ -6,26 +7,60 @@ without checks may hold a string where a number belongs, and it must stay a lite
 
 from __future__ import annotations
 
+import ast
 import inspect
+import re
+import textwrap
 from dataclasses import dataclass
 
 import jinja2
 
-from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, Unit, Upsample
-from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, activation_sources, render_template
+from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, SqueezeExcite, Unit, Upsample
+from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, render_template
+from specgraph.backend_api import canonical_activation
 
-from . import _ops
+from . import _layers
+from ._blocks import unit_op_values
 from ._ops import ACTIVATION_KERNELS
 
 __all__ = ["emit"]
 
-# Identifiers the generated module defines itself; spec names must not shadow them.
-_MODULE_NAMES = {"math", "torch", "F", "nn", "ACTIVATION", "SPEC_NAMES", "NORM_MOMENTUM", "NORM_EPSILON",
-                 "same_padding", "pad_same", "hard_sigmoid", "Activation", "variance_scaling_", "ConvNormAct",
-                 "MaxPoolSame", "UpsampleNearest", "OpChain", "StochasticDepth", "Bottleneck", "Residual",
-                 "SqueezeExcitation", "MBConv", "Block", "images", "hw", "nodes", "self", "rate", "_TRUNC_STD",
-                 "_keras_fans", "init_variance_scaling", "init_glorot_uniform",
-                 *ACTIVATION_FUNCTIONS}
+
+def _layers_source() -> str:
+    """``_layers`` as it runs in the backend, less its docstring, imports and ``__all__`` (the template
+    has the imports it needs; the typing names are only in annotations, which are never evaluated)."""
+    source = inspect.getsource(_layers)
+    lines = source.splitlines()
+    drop: set[int] = set()
+    for i, stmt in enumerate(ast.parse(source).body):
+        docstring = i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+        imports = isinstance(stmt, ast.Import | ast.ImportFrom)
+        type_checking = isinstance(stmt, ast.If) and ast.unparse(stmt.test) == "TYPE_CHECKING"
+        exports = isinstance(stmt, ast.Assign) and [ast.unparse(t) for t in stmt.targets] == ["__all__"]
+        if docstring or imports or type_checking or exports:
+            drop.update(range(stmt.lineno - 1, stmt.end_lineno))
+    kept = "\n".join(line for i, line in enumerate(lines) if i not in drop)
+    return re.sub(r"\n{3,}", "\n\n\n", kept).strip()
+
+
+def _defined_names(source: str) -> set[str]:
+    """The module-level names ``source`` defines."""
+    names: set[str] = set()
+    for stmt in ast.parse(source).body:
+        if isinstance(stmt, ast.FunctionDef | ast.ClassDef):
+            names.add(stmt.name)
+        elif isinstance(stmt, ast.Assign | ast.AnnAssign):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
+
+
+_LAYERS_SOURCE = _layers_source()
+# Identifiers the generated module defines itself (the template's, the layers', the activations') and
+# the locals of its network class; spec names must not shadow them.
+_MODULE_NAMES = {"math", "torch", "F", "nn", "ACTIVATION", "ACTIVATIONS", "SPEC_NAMES", "NORM_MOMENTUM",
+                 "NORM_EPSILON", "activation", "make_norm", "make_act", "images", "hw", "nodes", "self", "rate",
+                 *_defined_names(_LAYERS_SOURCE), *ACTIVATION_FUNCTIONS}
 
 
 @dataclass(frozen=True)
@@ -40,7 +75,8 @@ class _Line:
 def _op(op: Conv | MaxPool | Upsample, level: int, resample: bool) -> tuple[str, int]:
     if isinstance(op, Conv):
         groups = f", groups={op.groups!r}" if op.groups != 1 else ""
-        flags = ("" if op.norm else ", norm=False") + ("" if op.activation else ", act=False")
+        flags = (f", norm=make_norm({op.out_channels!r})" if op.norm else "") + (
+            ", act=make_act()" if op.activation else "") + (", bias=True" if op.bias else "")
         if resample and op.depthwise:  # as the backend's resampling chains (Model Garden's Mobile resamplers)
             flags += ", glorot=True"
         return (f"ConvNormAct({op.in_channels!r}, {op.out_channels!r}, {op.kernel!r}, {op.stride!r}{groups}{flags})",
@@ -58,17 +94,13 @@ def _chain(ops: tuple, level: int, resample: bool = False) -> str:
     for op in ops:
         text, level = _op(op, level, resample)
         parts.append(text)
-    return f"OpChain({', '.join(parts)})"
+    return f"OpChain([{', '.join(parts)}])"
 
 
-def _unit(unit: Unit, drop: str) -> str:
-    if unit.type == "bottleneck":
-        return f"Bottleneck({unit.in_channels!r}, {unit.filters!r}, {unit.stride!r}, {unit.projection!r}, {drop})"
-    if unit.type == "residual":
-        return f"Residual({unit.in_channels!r}, {unit.filters!r}, {unit.stride!r}, {unit.projection!r}, {drop})"
-    expand = unit.expand_channels if unit.expand else 0
-    return (f"MBConv({unit.in_channels!r}, {unit.out_channels!r}, {unit.stride!r}, {expand!r}, "
-            f"{unit.se_channels!r}, {unit.residual!r}, {drop})")
+def _unit(unit: Unit, drop: str, pad: str) -> str:
+    """A ``BlockUnit`` built from the plan's unit ops, one literal tuple each."""
+    ops = "".join(f"\n{pad}    {values!r}," for values in unit_op_values(unit))
+    return f"BlockUnit([{ops}\n{pad}], make_norm, make_act, ACTIVATIONS, {drop})"
 
 
 def _constructor(node: Node, levels: dict[str, int]) -> str:
@@ -77,17 +109,17 @@ def _constructor(node: Node, levels: dict[str, int]) -> str:
     drop = f"rate * {node.drop_fraction!r}" if node.kind == "block" and node.drop_fraction else "0.0"
     pad = " " * 12
     inputs = "".join(f"\n{pad}    {_chain(e.ops, levels[e.source], resample=True)}," for e in node.inputs)
-    units = "".join(f"\n{pad}    {_unit(u, drop)}," for u in node.units)
-    return (f"Block(\n{pad}inputs=[{inputs}\n{pad}],\n{pad}units=[{units}\n{pad}],\n"
-            f"{pad}weighted={node.fusion == 'weighted'},\n{pad}fusion_act={node.fusion_activation!r},\n        )")
+    units = "".join(f"\n{pad}    {_unit(u, drop, pad + '    ')}," for u in node.units)
+    fusion_act = "make_act()" if node.fusion_activation else "None"
+    return (f"BlockNode(\n{pad}[{inputs}\n{pad}],\n{pad}[{units}\n{pad}],\n"
+            f"{pad}{node.fusion!r},\n{pad}{fusion_act},\n        )")
 
 
-def _init_source() -> str:
-    """The backend's initialisers (Keras's fans and distributions), copied by source: an emitted model
-    starts from the compiled model's distribution."""
-    functions = (_ops._keras_fans, _ops.init_variance_scaling, _ops.init_glorot_uniform)
-    sources = [f"_TRUNC_STD = {_ops._TRUNC_STD!r}"] + [inspect.getsource(f).rstrip() for f in functions]
-    return "\n\n\n".join(sources)
+def _activations(plan: Plan) -> dict[str, str]:
+    """Every activation name the plan uses (its own, its squeeze-excitations') -> the function's name."""
+    names = [plan.activation] + [name for node in plan.nodes for unit in node.units for step in unit.ops
+                                 if isinstance(step.op, SqueezeExcite) for name in (step.op.inner, step.op.gate)]
+    return {name: f"act_{canonical_activation(name)}" for name in dict.fromkeys(names)}
 
 
 def _comment(node: Node) -> str:
@@ -117,11 +149,14 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
         else:
             args = "[" + ", ".join(names[e.source] for e in node.inputs) + "]"
         lines.append(_Line(node.name, var, args, _constructor(node, levels), _comment(node)))
+    activations = _activations(plan)
+    sources = [textwrap.dedent(inspect.getsource(ACTIVATION_KERNELS[function.removeprefix("act_")])).rstrip()
+               for function in dict.fromkeys(activations.values())]
     loader = jinja2.PackageLoader("specgraph_torch", "templates")
     return render_template(loader, "model.py.j2", {
         "header": header, "class_name": class_name, "activation": plan.activation,
-        **activation_sources(ACTIVATION_KERNELS, plan.activation),
-        "init_source": _init_source(),
+        "layers_source": _LAYERS_SOURCE, "activation_source": "\n\n\n".join(sources),
+        "activations": list(activations.items()), "activation_function": activations[plan.activation],
         "norm_momentum": plan.norm_momentum, "norm_epsilon": plan.norm_epsilon,
         "names": sorted((ident, name) for ident, name in names.origin.items() if ident != class_name),
         "nodes": lines, "outputs": [(level, names[name]) for level, name in plan.endpoints],

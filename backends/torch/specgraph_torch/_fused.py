@@ -32,9 +32,19 @@ from torch import nn
 
 from specgraph import BackendError
 
-from ._blocks import BottleneckUnit, MBConvUnit, ResidualUnit, SqueezeExcitation
-from ._model import SpecgraphNet, _BlockNode, _OpChain, fuse_inputs
-from ._ops import ACTIVATIONS, ConvNormAct, MaxPoolSame, UpsampleNearest, hard_sigmoid, same_padding
+from ._layers import (
+    BlockNode,
+    BlockUnit,
+    ConvNormAct,
+    MaxPoolSame,
+    OpChain,
+    SqueezeExcitation,
+    UpsampleNearest,
+    fuse_inputs,
+    same_padding,
+)
+from ._model import SpecgraphNet
+from ._ops import ACTIVATIONS
 
 __all__ = ["InferenceNet", "onednn_available"]
 
@@ -314,31 +324,6 @@ def _residual_addend(shortcut: FusedConv | None, x: torch.Tensor, x_is_scratch: 
     return shortcut.forward(x), True
 
 
-class _Bottleneck(nn.Module):
-    def __init__(self, unit: BottleneckUnit, onednn: bool) -> None:
-        super().__init__()
-        self.shortcut = _fold(unit.shortcut, onednn) if unit.shortcut is not None else None
-        self.conv1 = _fold(unit.conv1, onednn)
-        self.conv2 = _fold(unit.conv2, onednn)
-        self.conv3 = _fold(unit.conv3, onednn, _act_name(unit.act))  # the unit's act, after the residual add
-
-    def forward(self, x: torch.Tensor, x_is_scratch: bool = False) -> torch.Tensor:
-        short, scratch = _residual_addend(self.shortcut, x, x_is_scratch)
-        return self.conv3.forward(self.conv2.forward(self.conv1.forward(x)), short, add_is_scratch=scratch)
-
-
-class _Residual(nn.Module):
-    def __init__(self, unit: ResidualUnit, onednn: bool) -> None:
-        super().__init__()
-        self.shortcut = _fold(unit.shortcut, onednn) if unit.shortcut is not None else None
-        self.conv1 = _fold(unit.conv1, onednn)
-        self.conv2 = _fold(unit.conv2, onednn, _act_name(unit.act))
-
-    def forward(self, x: torch.Tensor, x_is_scratch: bool = False) -> torch.Tensor:
-        short, scratch = _residual_addend(self.shortcut, x, x_is_scratch)
-        return self.conv2.forward(self.conv1.forward(x), short, add_is_scratch=scratch)
-
-
 class _SqueezeExcitation(nn.Module):
     def __init__(self, se: SqueezeExcitation) -> None:
         super().__init__()
@@ -346,42 +331,84 @@ class _SqueezeExcitation(nn.Module):
             conv = getattr(se, name)
             self.register_buffer(f"{name}_weight", conv.weight.detach().flatten(1).clone())
             self.register_buffer(f"{name}_bias", conv.bias.detach().clone())
+        self.inner, self.gate = se.inner, se.gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The gate, ``[N, C]``."""
-        s = torch.relu(F.linear(x.mean(dim=(2, 3)), self.reduce_weight, self.reduce_bias))
-        return hard_sigmoid(F.linear(s, self.expand_weight, self.expand_bias))
+        s = self.inner(F.linear(x.mean(dim=(2, 3)), self.reduce_weight, self.reduce_bias))
+        return self.gate(F.linear(s, self.expand_weight, self.expand_bias))
 
 
-class _MBConv(nn.Module):
-    def __init__(self, unit: MBConvUnit, onednn: bool) -> None:
+# Join ops the last branch conv can run itself: the add, then at most the activation (conv post-ops).
+_HOSTABLE = ((), ("add",), ("add", "activation"), ("activation",))
+
+
+class _Unit(nn.Module):
+    """A :class:`BlockUnit` lowered op by op (submodules under the same roles): every conv folded; the
+    last branch conv takes the residual add and the activation after it; a squeeze-excitation gate
+    before a 1x1 conv scales that conv's kernel at batch 1 instead of the feature map."""
+
+    def __init__(self, unit: BlockUnit, onednn: bool) -> None:
         super().__init__()
-        self.expand = _fold(unit.expand, onednn) if unit.expand is not None else None
-        self.depthwise = _fold(unit.depthwise, onednn)
-        self.se = _SqueezeExcitation(unit.se) if unit.se is not None else None
-        self.project = _fold(unit.project, onednn)
-        self.residual = unit.residual
+        source = unit._modules
+        kinds = tuple(kind for kind, _ in unit.joins)
+        # (is the add, activation name) per join op; None: the add, or a linear activation.
+        joins = tuple((kind == "add", None if kind == "add" else _act_name(source[role])) for kind, role in unit.joins)
+        last = source[unit.branch_roles[-1]] if unit.branch_roles else None
+        hosted = isinstance(last, ConvNormAct) and _act_name(last.act) is None and kinds in _HOSTABLE
+        post_act = next((act for is_add, act in joins if not is_add), None)
+        self.residual = "add" in kinds
+        self._shortcut = unit.shortcut_role
+        if unit.shortcut_role is not None:
+            self.add_module(unit.shortcut_role, _fold(source[unit.shortcut_role], onednn))
+        ops: list[nn.Module] = []
+        for i, role in enumerate(unit.branch_roles):
+            module = source[role]
+            if isinstance(module, ConvNormAct):
+                host = hosted and i == len(unit.branch_roles) - 1
+                ops.append(_fold(module, onednn, post_act if host else True))
+            elif isinstance(module, SqueezeExcitation):
+                ops.append(_SqueezeExcitation(module))
+            else:
+                raise BackendError(f"InferenceNet cannot lower unit op {role!r} ({type(module).__name__})")
+            self.add_module(role, ops[-1])
+        # Per op: (module, is a squeeze-excitation, its gate can go into the next op's kernel).
+        self._steps = tuple((op, isinstance(op, _SqueezeExcitation),
+                             i + 1 < len(ops) and _is_pointwise(ops[i + 1]) and ops[i + 1].groups == 1)
+                            for i, op in enumerate(ops))
+        self._host = len(ops) - 1 if hosted else -1
+        self._joins = () if hosted else joins  # without a host the joins run on their own
 
     def forward(self, x: torch.Tensor, x_is_scratch: bool = False) -> torch.Tensor:
-        y = x if self.expand is None else self.expand.forward(x)
-        y = self.depthwise.forward(y)
-        add = x if self.residual else None
-        if self.se is None:
-            return self.project.forward(y, add, add_is_scratch=x_is_scratch)
-        gate = self.se.forward(y)
-        if y.shape[0] == 1:  # project(y * g) == project'(y) with the kernel's input channels scaled by g
-            return self.project.forward(y, add, weight=self.project.weight * gate.reshape(1, -1, 1, 1),
-                                        add_is_scratch=x_is_scratch)
-        return self.project.forward(y * gate[:, :, None, None], add, add_is_scratch=x_is_scratch)
-
-
-_UNITS = {BottleneckUnit: _Bottleneck, ResidualUnit: _Residual, MBConvUnit: _MBConv}
+        add, scratch = None, False
+        if self.residual:
+            shortcut = None if self._shortcut is None else self._modules[self._shortcut]
+            add, scratch = _residual_addend(shortcut, x, x_is_scratch)
+        y, gate, host = x, None, self._host
+        for i, (op, is_se, into_kernel) in enumerate(self._steps):
+            if is_se:
+                g = op.forward(y)
+                if into_kernel and y.shape[0] == 1:  # conv(y * g) == conv'(y), its input channels scaled by g
+                    gate = g
+                else:
+                    y = y * g[:, :, None, None]
+            elif gate is not None:
+                y = op.forward(y, add if i == host else None, weight=op.weight * gate.reshape(1, -1, 1, 1),
+                               add_is_scratch=scratch)
+                gate = None
+            elif i == host:
+                y = op.forward(y, add, add_is_scratch=scratch)
+            else:
+                y = op.forward(y)
+        for is_add, act in self._joins:
+            y = y + add if is_add else (y if act is None else ACTIVATIONS[act](y))
+        return y
 
 
 class _Block(nn.Module):
     """Resample the inputs, sum them inside the last conv of one of them (the host), then the units."""
 
-    def __init__(self, block: _BlockNode, chains: list[_Chain], units: list[nn.Module], act: str | None,
+    def __init__(self, block: BlockNode, chains: list[_Chain], units: list[nn.Module], act: str | None,
                  onednn: bool) -> None:
         super().__init__()
         self.inputs = nn.ModuleList(chains)
@@ -440,19 +467,19 @@ class InferenceNet(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def _lower(self, module: nn.Module) -> nn.Module:
-        if isinstance(module, _OpChain):
+        if isinstance(module, OpChain):
             return self._chain(module)
-        if not isinstance(module, _BlockNode):
+        if not isinstance(module, BlockNode):
             raise BackendError(f"InferenceNet cannot lower a {type(module).__name__} node")
         act = _act_name(module.fusion_act)
         chains = [self._chain(c) for c in module.inputs]
-        unknown = [type(u).__name__ for u in module.units if type(u) not in _UNITS]
+        unknown = [type(u).__name__ for u in module.units if not isinstance(u, BlockUnit)]
         if unknown:
             raise BackendError(f"InferenceNet cannot lower unit type(s) {', '.join(unknown)}")
-        units = [_UNITS[type(u)](u, self.onednn) for u in module.units]
+        units = [_Unit(u, self.onednn) for u in module.units]
         return _Block(module, chains, units, act, self.onednn)
 
-    def _chain(self, chain: _OpChain) -> _Chain:
+    def _chain(self, chain: OpChain) -> _Chain:
         ops: list[nn.Module] = []
         for op in chain.ops:
             if isinstance(op, ConvNormAct):

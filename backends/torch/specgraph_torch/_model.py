@@ -26,7 +26,8 @@ from specgraph.backend_api import (
 )
 
 from ._blocks import make_unit
-from ._ops import ConvNormAct, MaxPoolSame, UpsampleNearest, make_activation, make_norm
+from ._layers import BlockNode, ConvNormAct, MaxPoolSame, OpChain, UpsampleNearest
+from ._ops import make_activation, make_norm
 
 __all__ = ["OPTIONS", "Feature", "FeatureInfo", "FrozenBatchNorm2d", "ShapeSpec", "SpecgraphNet", "compile"]
 
@@ -81,47 +82,9 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
         return module
 
 
-class _OpChain(nn.Module):
-    """A sequence of plan ops; upsampling needs the image size to crop, so it is passed along."""
-
-    def __init__(self, ops: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.ops = nn.ModuleList(ops)
-
-    def forward(self, x: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-        for op in self.ops:
-            x = op(x, image_hw) if isinstance(op, UpsampleNearest) else op(x)
-        return x
-
-
-def fuse_inputs(xs: Sequence[torch.Tensor], weights: torch.Tensor | None) -> torch.Tensor:
-    """A block's fusion: the sum, or with ``weights`` fast normalised ``sum(relu(w_i) x_i) / (sum relu(w) + 1e-4)``."""
-    if weights is not None:
-        w = torch.relu(weights)
-        return sum(w[i] * t for i, t in enumerate(xs)) / (w.sum() + 1e-4)
-    x = xs[0]
-    for t in xs[1:]:
-        x = x + t
-    return x
-
-
-class _BlockNode(nn.Module):
-    """Resample every input, fuse (sum or fast normalised weights), activation, block-group units."""
-
-    def __init__(self, inputs: Sequence[_OpChain], units: Sequence[nn.Module], fusion: str | None,
-                 act: nn.Module | None) -> None:
-        super().__init__()
-        self.inputs = nn.ModuleList(inputs)
-        self.units = nn.Sequential(*units)
-        self.weighted = fusion == "weighted"
-        if self.weighted:
-            self.fusion_weights = nn.Parameter(torch.ones(len(inputs)))
-        self.fusion_act = act if act is not None else nn.Identity()
-
-    def forward(self, parents: list[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
-        xs = [edge(p, image_hw) for edge, p in zip(self.inputs, parents, strict=True)]
-        x = fuse_inputs(xs, self.fusion_weights if self.weighted else None)
-        return self.units(self.fusion_act(x))
+# The node modules, under the names they had here (emitted source runs the same classes).
+_OpChain = OpChain
+_BlockNode = BlockNode
 
 
 class SpecgraphNet(nn.Module):
@@ -164,7 +127,7 @@ class SpecgraphNet(nn.Module):
 
     # --- construction -------------------------------------------------------------------
     def _chain(self, ops: Sequence[Conv | MaxPool | Upsample], level: int, where: str,
-               glorot_depthwise: bool = False) -> _OpChain:
+               glorot_depthwise: bool = False) -> OpChain:
         modules: list[nn.Module] = []
         for op in ops:
             if isinstance(op, Conv):
@@ -185,7 +148,7 @@ class SpecgraphNet(nn.Module):
                 modules.append(UpsampleNearest(op.factor, level))
             else:
                 raise BackendError(f"{where}: the torch backend has no op {type(op).__name__}")
-        return _OpChain(modules)
+        return OpChain(modules)
 
     def _build_node(self, node: Node) -> nn.Module:
         where = f"{node.name} ({node.spec_path})"
@@ -201,7 +164,7 @@ class SpecgraphNet(nn.Module):
                   for e in node.inputs]
         rate = self.stochastic_depth_drop_rate * (node.drop_fraction or 0.0) if node.kind == "block" else 0.0
         units = [make_unit(u, self._norm, self._act, rate) for u in node.units]
-        return _BlockNode(inputs, units, node.fusion, self._act() if node.fusion_activation else None)
+        return BlockNode(inputs, units, node.fusion, self._act() if node.fusion_activation else None)
 
     # --- forward ------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

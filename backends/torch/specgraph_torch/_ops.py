@@ -1,12 +1,9 @@
-"""Plan ops in PyTorch: TensorFlow ``SAME`` padding, conv + norm + act, max pool, nearest upsample.
-
-Padding is computed from the tensor actually seen, so any input size works; for the
-planned size it reproduces Model Garden exactly (stride 2 pads after, not before).
+"""Plan ops in PyTorch: activations, batch norm (synchronised across processes too); the layers
+themselves (SAME padding, conv + norm + act, max pool, nearest upsample) are in ``_layers``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -14,10 +11,24 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import skip_init
 
 from specgraph.backend_api import ACTIVATION_FORMULAS, canonical_activation
 from specgraph.backend_api import ACTIVATIONS as ACTIVATION_NAMES
+
+# The layers live in _layers (self-contained, copied into emitted source); re-exported here, where
+# they always were (pickles and callers name them from here).
+from ._layers import _TRUNC_STD as _TRUNC_STD
+from ._layers import (
+    ConvNormAct,
+    MaxPoolSame,
+    UpsampleNearest,
+    _Fn,
+    init_glorot_uniform,
+    init_variance_scaling,
+    level_size,
+    same_padding,
+    same_padding_sym,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -37,61 +48,9 @@ __all__ = [
     "same_padding_sym",
 ]
 
-# Keras VarianceScaling divides by the std of a unit normal truncated at +-2.
-_TRUNC_STD = 0.87962566103423978
-
-
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow ``SAME`` padding for one axis: (before, after), the smaller half before."""
-    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
-def same_padding_sym(size: Any, kernel: int, stride: int) -> tuple[Any, Any]:
-    """:func:`same_padding` written so that a symbolic ``size`` (torch.export, dynamic shapes) stays
-    simple: the padded length is ``(out - 1) * stride + kernel`` with ``out = (size + stride - 1) //
-    stride``, so the conv's output size simplifies to exactly ``out`` and every path to a level gets
-    the same expression (no guards, no sympy blow-up). ``after`` may be negative when the kernel is
-    smaller than the stride: the rows TF leaves unread are cropped instead of padded."""
-    out = (size + stride - 1) // stride
-    total = (out - 1) * stride + kernel - size
-    if kernel < stride:  # total may be negative; TF pads max(total, 0) and starts at 0
-        return 0, total
-    before = total // 2
-    return before, total - before
-
-
-def level_size(size: Any, level: int) -> Any:
-    """``ceil(size / 2**level)`` as the chain of stride-2 ops computes it (the same symbolic expression)."""
-    for _ in range(level):
-        size = (size + 1) // 2
-    return size
-
-
-def _pad_same(x: torch.Tensor, kernel: int, stride: int, value: float) -> torch.Tensor:
-    top, bottom = same_padding_sym(x.shape[-2], kernel, stride)
-    left, right = same_padding_sym(x.shape[-1], kernel, stride)
-    # Eager: skip the copy when nothing pads. Traced: no branch on a symbolic size.
-    if torch.compiler.is_compiling() or top or bottom or left or right:
-        x = F.pad(x, (left, right, top, bottom), value=value)
-    return x
-
-
-class _Fn(nn.Module):
-    def __init__(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
-        self.name, self.fn = name, fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
-    def extra_repr(self) -> str:
-        return self.name
-
-
 # One function per canonical activation (specgraph._activations.FORMULAS says what each computes).
 # Module-level, not lambdas: a module holding one must pickle. Each is self-contained (torch and F
-# only) because the emitter copies the plan's one into standalone source.
+# only) because the emitter copies the ones a plan uses into standalone source.
 def act_relu(x: torch.Tensor) -> torch.Tensor:
     return F.relu(x)
 
@@ -242,105 +201,3 @@ def make_norm(channels: int, momentum: float, epsilon: float, sync: bool) -> nn.
     """Batch norm with Keras's momentum convention converted (Keras 0.99 = torch 0.01)."""
     cls = SyncBatchNorm2d if sync else nn.BatchNorm2d
     return cls(channels, eps=epsilon, momentum=1.0 - momentum)
-
-
-def _keras_fans(weight: torch.Tensor, depthwise: bool) -> tuple[int, int]:
-    """Fans as Keras computes them on its own layout (HWIO, depthwise [kh, kw, C, 1])."""
-    out_ch, in_per_group, kh, kw = weight.shape
-    field = kh * kw
-    if depthwise:
-        return out_ch * field, field
-    return in_per_group * field, out_ch * field
-
-
-def init_variance_scaling(weight: torch.Tensor, depthwise: bool = False) -> None:
-    """Keras ``VarianceScaling()``: fan-in, truncated normal at 2 std."""
-    fan_in, _ = _keras_fans(weight, depthwise)
-    std = math.sqrt(1.0 / fan_in) / _TRUNC_STD
-    # Rejection sampling, exact for a +-2 std truncation: redraw only the 4.6% outside, by
-    # index (no compaction pass over the kept 95%); ~3x faster than nn.init.trunc_normal_.
-    # Drawn in place (the weight is fresh and contiguous): no second buffer, no copy.
-    with torch.no_grad():
-        sample = weight.view(-1).normal_()
-        outside = (sample.abs() > 2.0).nonzero().squeeze(1)
-        while outside.numel():
-            fresh = torch.randn(outside.numel())
-            sample[outside] = fresh
-            outside = outside[fresh.abs() > 2.0]
-        sample.mul_(std)
-
-
-def init_glorot_uniform(weight: torch.Tensor, depthwise: bool = False) -> None:
-    """Keras ``glorot_uniform`` with Keras's fans."""
-    fan_in, fan_out = _keras_fans(weight, depthwise)
-    limit = math.sqrt(6.0 / (fan_in + fan_out))
-    with torch.no_grad():
-        nn.init.uniform_(weight, -limit, limit)
-
-
-class ConvNormAct(nn.Module):
-    """``Conv`` op: SAME-padded conv (bias only if asked), then norm, then activation."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, *, groups: int = 1,
-                 norm: nn.Module | None = None, act: nn.Module | None = None, bias: bool = False,
-                 glorot: bool = False) -> None:
-        super().__init__()
-        self.kernel, self.stride = kernel, stride
-        # Stride 1 with an odd kernel is symmetric, so torch's own padding is exact.
-        self._static = stride == 1 and kernel % 2 == 1
-        padding = (kernel - 1) // 2 if self._static else 0
-        # skip_init: nn.Conv2d's own kaiming init would be overwritten below (a third of build time).
-        self.conv = skip_init(nn.Conv2d, in_channels, out_channels, kernel, stride, padding=padding, groups=groups,
-                              bias=bias)
-        depthwise = groups > 1 and groups == in_channels == out_channels
-        (init_glorot_uniform if glorot else init_variance_scaling)(self.conv.weight, depthwise)
-        if bias:
-            nn.init.zeros_(self.conv.bias)
-        self.norm = norm if norm is not None else nn.Identity()
-        self.act = act if act is not None else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._static:
-            x = _pad_same(x, self.kernel, self.stride, 0.0)
-        return self.act(self.norm(self.conv(x)))
-
-
-class MaxPoolSame(nn.Module):
-    """``MaxPool`` op: SAME padding filled with -inf, like ``tf.nn.max_pool``."""
-
-    def __init__(self, kernel: int, stride: int) -> None:
-        super().__init__()
-        self.kernel, self.stride = kernel, stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _pad_same(x, self.kernel, self.stride, float("-inf"))
-        return F.max_pool2d(x, self.kernel, self.stride)
-
-    def extra_repr(self) -> str:
-        return f"kernel={self.kernel}, stride={self.stride}"
-
-
-class UpsampleNearest(nn.Module):
-    """``Upsample`` op: repeat each pixel ``factor`` times per axis, then crop.
-
-    The crop target is ``ceil(image / 2**level)`` of the image actually fed to the
-    model, i.e. the size every other tensor at that level has.
-    """
-
-    def __init__(self, factor: int, level: int) -> None:
-        super().__init__()
-        self.factor, self.level = factor, level
-
-    def forward(self, x: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-        height, width = level_size(image_hw[0], self.level), level_size(image_hw[1], self.level)
-        if not torch.compiler.is_compiling():
-            x = F.interpolate(x, scale_factor=float(self.factor), mode="nearest")
-            return x[:, :, :height, :width]
-        # Traced: gather rows/columns ``i // factor`` up to the target size; the same values, and no
-        # guard ``target <= factor * size`` (true, but beyond the symbolic-shape solver).
-        rows = torch.arange(height, device=x.device) // self.factor
-        cols = torch.arange(width, device=x.device) // self.factor
-        return x.index_select(-2, rows).index_select(-1, cols)
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor}, level={self.level}"

@@ -11,6 +11,7 @@ creates pruned blocks (SpineNet's sp16) before them without using them.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections import defaultdict
@@ -23,7 +24,7 @@ import torch
 
 from specgraph import ArgumentError, Conv, Node, Plan, PlanError, Problem, WeightsError
 from specgraph._weights import Target, convert_weights, read_npz
-from specgraph.backend_api import levels_of
+from specgraph.backend_api import MODELGARDEN_BLOCKS, levels_of, modelgarden_backbone
 
 from ._model import SpecgraphNet
 
@@ -32,7 +33,8 @@ __all__ = ["WeightsError", "load_modelgarden_weights", "modelgarden_kwargs", "mo
 
 
 _BN_VARS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
-_BLOCK_CLASS = {"bottleneck": "bottleneck_block", "residual": "residual_block", "mbconv": "inverted_bottleneck_block"}
+# Keras layer name of each unit type's Model Garden block (``bottleneck_block`` ...).
+_BLOCK_CLASS = {unit_type: block.layer_name for unit_type, block in MODELGARDEN_BLOCKS.items()}
 _TOP = re.compile(r"^(.+?)(?:_(\d+))?$")
 
 
@@ -77,29 +79,24 @@ def _conv_bn(entries: list[_Entry], conv: _Ref, bn: _Ref | None, prefix: str, de
 
 
 def _unit_entries(entries: list[_Entry], block: _Ref, unit: Any, prefix: str) -> None:
+    """The unit's weighted ops in Model Garden's creation order (``MODELGARDEN_BLOCKS``): its convs, then
+    the squeeze-excitation's, which Keras names when it is built, after the block's other convs exist."""
+    mg = MODELGARDEN_BLOCKS[unit.type]
+    ops = {step.role: step.op for step in unit.weighted_ops}
     conv, bn = _Counter(), _Counter()
-
-    def add(name: str, depthwise: bool = False) -> None:
-        cname = _name("depthwise_conv2d", conv.next("dw")) if depthwise else _name("conv2d", conv.next("conv"))
-        bname = _name("batch_normalization", bn.next("bn"))
-        _conv_bn(entries, block, block, f"{prefix}.{name}", depthwise, cname, bname)
-
-    if unit.type in ("bottleneck", "residual"):
-        if unit.projection:
-            add("shortcut")
-        for name in ("conv1", "conv2", "conv3") if unit.type == "bottleneck" else ("conv1", "conv2"):
-            add(name)
-        return
-    # mbconv: Keras names the SE convs when SE is built, after the projection conv exists.
-    if unit.expand:
-        add("expand")
-    add("depthwise", depthwise=True)
-    add("project")
-    if unit.se_channels > 0:
-        for name in ("reduce", "expand"):
+    for role, _, _ in mg.convs:
+        op = ops.get(role)
+        if op is None:  # an optional op this unit leaves out (shortcut, expand)
+            continue
+        cname = _name("depthwise_conv2d", conv.next("dw")) if op.depthwise else _name("conv2d", conv.next("conv"))
+        bname = _name("batch_normalization", bn.next("bn")) if op.norm else ""
+        _conv_bn(entries, block, block if op.norm else None, f"{prefix}.{role}", op.depthwise, cname, bname)
+    se_role = mg.squeeze_excite[0] if mg.squeeze_excite is not None else None
+    if se_role in ops:
+        for name in ("reduce", "expand"):  # the torch SqueezeExcitation's convs, in Model Garden's order
             inner = f"squeeze_excitation/{_name('conv2d', conv.next('conv'))}"
-            entries.append(_Entry(block, inner, "kernel", f"{prefix}.se.{name}.weight", "conv"))
-            entries.append(_Entry(block, inner, "bias", f"{prefix}.se.{name}.bias", "vector"))
+            entries.append(_Entry(block, inner, "kernel", f"{prefix}.{se_role}.{name}.weight", "conv"))
+            entries.append(_Entry(block, inner, "bias", f"{prefix}.{se_role}.{name}.bias", "vector"))
 
 
 def _unpruned(plan: Plan) -> tuple[Node, ...]:
@@ -189,20 +186,8 @@ def _conv_bn_ghost(top: _Counter, node: Any) -> None:
 def modelgarden_kwargs(plan: Plan) -> tuple[str, dict[str, Any]]:
     """The Model Garden class name and constructor kwargs that build the plan's network."""
     ArgumentError.expect(plan, Plan, "plan", "a Plan (specgraph.plan)")
-    from official.vision.modeling.backbones import spinenet, spinenet_mobile
-
-    common = {"min_level": plan.min_level, "max_level": plan.max_level, "activation": plan.activation,
-              "norm_momentum": plan.norm_momentum, "norm_epsilon": plan.norm_epsilon}
-    if plan.spec_name == "spinenet" and plan.variant in spinenet.SCALING_MAP:
-        s = spinenet.SCALING_MAP[plan.variant]
-        return "SpineNet", {**common, "endpoints_num_filters": s["endpoints_num_filters"],
-                            "resample_alpha": s["resample_alpha"], "block_repeats": s["block_repeats"],
-                            "filter_size_scale": s["filter_size_scale"]}
-    if plan.spec_name == "spinenet_mobile" and plan.variant in spinenet_mobile.SCALING_MAP:
-        s = spinenet_mobile.SCALING_MAP[plan.variant]
-        return "SpineNetMobile", {**common, "endpoints_num_filters": s["endpoints_num_filters"],
-                                  "block_repeats": s["block_repeats"], "filter_size_scale": s["filter_size_scale"]}
-    raise WeightsError(Problem("no Model Garden model has this spec and variant", f"{plan.spec_name} {plan.variant}"))
+    _, class_name, kwargs = modelgarden_backbone(plan, lambda module: importlib.import_module(module).SCALING_MAP)
+    return class_name, kwargs
 
 
 def _from_checkpoint(path: str, plan: Plan) -> dict[str, np.ndarray]:
