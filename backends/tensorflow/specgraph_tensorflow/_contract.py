@@ -4,6 +4,7 @@ checks every backend."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,9 +36,12 @@ def to_structural(model: Any) -> dict[str, np.ndarray]:
     return {name: v.numpy() for name, v in weights_dict(model).items()}
 
 
-def load_structural(model: Any, arrays: Mapping[str, Any], *, strict: bool = True, prefix: str = "") -> LoadReport:
-    """:func:`load_weights` for a mapping of shared names (the torch backend's name for it)."""
-    ArgumentError.expect(arrays, Mapping, "arrays", "a mapping of weight name -> array")
+def load_structural(model: Any, arrays: Mapping[str, Any] | str | os.PathLike[str], *, strict: bool = True,
+                    prefix: str = "") -> LoadReport:
+    """:func:`load_weights` for a mapping of shared names or an ``.npz`` path (the torch backend's
+    name for it); all or nothing."""
+    if not isinstance(arrays, str | os.PathLike):
+        ArgumentError.expect(arrays, Mapping, "arrays", "a mapping of weight name -> array or an .npz path")
     return load_weights(model, arrays, strict=strict, prefix=prefix)
 
 

@@ -1,58 +1,77 @@
-"""Standalone TensorFlow source for a plan: the template mirrors this backend's layers and layer names.
+"""Standalone TensorFlow source for a plan: the backend's runtime module, copied by source, plus the wiring.
 
 Plan values enter the code built here only through ``repr`` (``{x!r}``): a plan deserialised
 without checks may hold a string where a number belongs, and it must stay a literal.
 
-The emitted module names weights as :func:`specgraph_tensorflow.weights_dict` does (its ``load_npz``
-reads :func:`specgraph_tensorflow.export_npz`'s files). The role part of a name (``kernel``,
-``conv2/gamma``, ``se/reduce/bias``) is this backend's own code, copied in from its source
-(:data:`_INLINED`), not a second hand-written rule; the slot part (``sp3/in0/op1``) is data this
-emitter writes beside each layer's name.
+The emitted module's layers, weight-role naming (``kernel``, ``conv2/gamma``, ``se/reduce/bias``) and
+``.npz`` loader are :mod:`specgraph_tensorflow._runtime`'s source, so it names weights as
+:func:`specgraph_tensorflow.weights_dict` does and loads :func:`specgraph_tensorflow.export_npz`'s files;
+the slot part (``sp3/in0/op1``) is data this emitter writes beside each layer's name. Units are written
+from the plan's unit ops (``Unit.ops``) through the backend's own op table (``_units.unit_steps``).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import inspect
-import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jinja2
 
-from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, Unit, Upsample
+from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, SqueezeExcite, Unit, Upsample
 from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, activation_sources, render_template
-from specgraph.backend_api import fuse_slot, op_slot, unit_slot
+from specgraph.backend_api import canonical_activation, fuse_slot, op_slot, unit_slot
 
+from . import _runtime
 from ._build import layer_names
-from ._layers import ACTIVATION_KERNELS, ConvNorm
-from ._units import BlockUnit, SqueezeExcite
-from .weights import _layer_variables
+from ._layers import ACTIVATION_KERNELS
+from ._units import unit_steps
 
 __all__ = ["emit"]
 
-# Identifiers the generated module defines or uses itself; spec names must not shadow them.
-_MODULE_NAMES = {"annotations", "Any", "tf", "tf_keras", "ACTIVATION", "NORM_MOMENTUM", "NORM_EPSILON",
-                 "KERNEL_INITIALIZER", "RESAMPLE_DEPTHWISE_INITIALIZER", "MODEL_NAME",
-                 "INPUT_CHANNELS", "SPEC_NAMES", "LAYER_NAMES", "ACTIVATIONS", "no_autograph", "hard_sigmoid",
-                 "hard_swish", "activation_fn", "dim", "ConvNorm", "Upsample", "Fuse", "StochasticDepth",
-                 "SqueezeExcite", "BlockUnit", "apply_ops", "build_model", "input_shape",
-                 "stochastic_depth_drop_rate", "name", "rate", "image", "outputs", "x", "layer", "layers",
-                 "in_xla_compilation", "same_pads", "depthwise_by_shifts", "GraphOrParentsInXlaContext", "ast",
-                 "os", "sys", "zipfile", "SLOTS", "NPY_DTYPES", "WeightsError", "weights_dict", "parse_npy", "read_npz",
-                 "load_npz", "_layer_variables", *ACTIVATION_FUNCTIONS}
-
-# The backend's weight-role naming, as it runs, copied into the emitted module: template name ->
-# (the function or method, the indent it takes there). The emitted layers have the attributes these
-# read (conv, norm, reduce, expand, parts, shortcut, fusion_weights) because they mirror the backend's.
-_INLINED = {
-    "layer_variables": (_layer_variables, 0),
-    "conv_norm_named_variables": (ConvNorm.named_variables, 4),
-    "squeeze_excite_named_variables": (SqueezeExcite.named_variables, 4),
-    "block_unit_named_layers": (BlockUnit.named_layers, 4),
-}
+# Identifiers the template defines or uses itself (the runtime module's are added from its source);
+# spec names must not shadow them.
+_TEMPLATE_NAMES = {"annotations", "Any", "tf", "tf_keras", "ACTIVATION", "NORM_MOMENTUM", "NORM_EPSILON", "NORM",
+                   "RESAMPLE_DEPTHWISE_INITIALIZER", "MODEL_NAME", "INPUT_CHANNELS", "SPEC_NAMES", "LAYER_NAMES",
+                   "ACT", "activation_fn", "apply_ops", "build_model", "input_shape", "stochastic_depth_drop_rate",
+                   "name", "rate", "image", "outputs", "x", "layer", "layers", "SLOTS", "WeightsError",
+                   "weights_dict", "load_npz", *ACTIVATION_FUNCTIONS}
 
 
-def _source(function: object, indent: int) -> str:
-    return textwrap.indent(textwrap.dedent(inspect.getsource(function)), " " * indent).rstrip()
+@functools.cache
+def _runtime_module() -> tuple[str, str, frozenset[str]]:
+    """``_runtime``'s source split for the template: (its imports, the rest, every top-level name it binds).
+    Its docstring, ``__future__`` import and ``__all__`` are left out (the template has its own)."""
+    source = inspect.getsource(_runtime)
+    lines = source.splitlines()
+    tree = ast.parse(source)
+    drop: set[int] = set()
+    imports: list[str] = []
+    names: set[str] = set()
+    for k, node in enumerate(tree.body):
+        span = set(range(node.lineno, node.end_lineno + 1))
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            if not (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
+                imports.append(ast.get_source_segment(source, node))
+                names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+            drop |= span
+        elif k == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            drop |= span  # the docstring
+        elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"]:
+            drop |= span
+        else:
+            for sub in ast.walk(node) if not isinstance(node, ast.FunctionDef | ast.ClassDef) else [node]:
+                if isinstance(sub, ast.FunctionDef | ast.ClassDef):
+                    names.add(sub.name)
+                elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                    names.add(sub.id)
+    body = "\n".join(line for n, line in enumerate(lines, 1) if n not in drop).strip()
+    while "\n\n\n\n" in body:
+        body = body.replace("\n\n\n\n", "\n\n\n")
+    return "\n".join(imports), body, frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -63,15 +82,29 @@ class _Line:
     statements: tuple[str, ...]
 
 
+def _conv(op: Conv, name: str, resample: bool = False) -> str:
+    if op.groups != 1 and not op.depthwise:
+        raise BackendError(f"{name}: grouped conv with groups={op.groups} is not supported")
+    flags = ("" if not op.depthwise else ", depthwise=True") + ("" if op.norm else ", norm=False") \
+        + (", activation=ACT" if op.activation else "") + (", bias=True" if op.bias else "")
+    if op.depthwise and resample:
+        flags += ", kernel_initializer=RESAMPLE_DEPTHWISE_INITIALIZER"
+    return f"ConvNorm({op.out_channels!r}, {op.kernel!r}, {op.stride!r}{flags}, name={name!r}, **NORM)"
+
+
+def _squeeze_excite(op: SqueezeExcite, name: str) -> str:
+    # Activation names become the backend's function names (``canonical_activation`` refuses any other).
+    inner, gate = (f"act_{canonical_activation(a)}" for a in (op.inner, op.gate))
+    return f"SqueezeExcite({op.se_channels!r}, {op.channels!r}, inner={inner}, gate={gate}, name={name!r})"
+
+
+# A unit's weighted op kind -> the source of its layer, as ``_units.LAYERS`` builds it.
+_LAYERS: dict[type, Callable[[Any, str], str]] = {Conv: _conv, SqueezeExcite: _squeeze_excite}
+
+
 def _op(op: Conv | MaxPool | Upsample, name: str, level: int, resample: bool) -> str:
     if isinstance(op, Conv):
-        if op.groups != 1 and not op.depthwise:
-            raise BackendError(f"{name}: grouped conv with groups={op.groups} is not supported")
-        flags = ("" if not op.depthwise else ", depthwise=True") + ("" if op.norm else ", norm=False") \
-            + ("" if op.activation else ", activation=False") + (", bias=True" if op.bias else "")
-        if op.depthwise and resample:
-            flags += ", depthwise_initializer=RESAMPLE_DEPTHWISE_INITIALIZER"
-        return f"ConvNorm({op.out_channels!r}, {op.kernel!r}, {op.stride!r}{flags}, name={name!r})"
+        return _conv(op, name, resample)
     if isinstance(op, MaxPool):
         return f"tf_keras.layers.MaxPool2D({op.kernel!r}, {op.stride!r}, padding=\"same\", name={name!r})"
     if isinstance(op, Upsample):
@@ -97,17 +130,29 @@ def _ops(x: str, ops: tuple, prefix: str, level: int, resample: bool, indent: in
 
 
 def _unit(unit: Unit, drop: str, name: str) -> str:
-    args = f"{unit.type!r}, {unit.out_channels!r}, {unit.stride!r}"
-    if unit.type in ("bottleneck", "residual"):
-        args += f", filters={unit.filters!r}" + (", projection=True" if unit.projection else "")
-    elif unit.type == "mbconv":
-        width = unit.expand_channels if unit.expand else unit.in_channels
-        args += f", width={width!r}" + (", expand=True" if unit.expand else "")
-        args += (f", se_channels={unit.se_channels!r}" if unit.se_channels > 0 else "")
-        args += ("" if unit.residual else ", residual=False")
-    else:
-        raise BackendError(f"{name}: unknown unit type {unit.type!r}")
-    return f"BlockUnit({args}{drop}, name={name!r})"
+    """``BlockUnit([(role, path, layer or join), ...], ...)`` from the unit's ops, one a line."""
+    steps = unit_steps(unit, lambda op, role: _LAYERS[type(op)](op, role))
+    items = "".join(f"        ({role!r}, {path!r}, {step if path != 'join' else repr(step)}),\n"
+                    for role, path, step in steps)
+    return f"BlockUnit([\n{items}    ], activation=ACT{drop}, name={name!r})"
+
+
+def _activations(plan: Plan) -> dict[str, str]:
+    """The template's activation values: the backend's functions for the plan's activation, the
+    squeeze-excitation's gate and every unit's squeeze-excitation activations, by source."""
+    values = activation_sources(ACTIVATION_KERNELS, plan.activation)
+    have = {values["activation_function"], "act_hard_sigmoid"}
+    for node in plan.nodes:
+        for unit in node.units:
+            for step in unit.ops:
+                if isinstance(step.op, SqueezeExcite):
+                    for name in (step.op.inner, step.op.gate):
+                        kind = canonical_activation(name)
+                        if f"act_{kind}" not in have:
+                            have.add(f"act_{kind}")
+                            source = inspect.getsource(ACTIVATION_KERNELS[kind]).rstrip()
+                            values["activation_source"] += "\n\n\n" + source
+    return values
 
 
 def _edges(node: Node, var: dict[str, str], prefix: str, slots: dict[str, str]) -> str:
@@ -130,7 +175,8 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
     """One Python file defining ``build_model()`` for ``plan`` that needs only tensorflow and tf_keras."""
     ArgumentError.expect(plan, Plan, "plan", "a Plan (specgraph.plan)")
     ArgumentError.expect(header, dict, "header", "the header fields (specgraph.backend_api.header(plan))")
-    names = Namespace(reserved=_MODULE_NAMES)
+    runtime_imports, runtime_source, runtime_names = _runtime_module()
+    names = Namespace(reserved=_TEMPLATE_NAMES | runtime_names)
     prefixes = layer_names(plan)
     var = {node.name: names.add(node.name) for node in plan.nodes}
     lines = []
@@ -142,7 +188,7 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
         elif node.kind == "stem_block":
             x = var[node.inputs[0].source]
         elif node.kind == "block":
-            act = "ACTIVATION" if node.fusion_activation else "None"
+            act = "ACT" if node.fusion_activation else "None"
             x = (f"Fuse({(node.fusion or 'sum')!r}, {len(node.inputs)}, {act}, name={prefix + '_fuse'!r})"
                  f"({_edges(node, var, prefix, slots)})")
             if node.fusion == "weighted":  # only a weighted fusion has weights (the backend's slots too)
@@ -164,12 +210,11 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
     loader = jinja2.PackageLoader("specgraph_tensorflow", "templates")
     return render_template(loader, "model.py.j2", {
         "header": header, "activation": plan.activation, "norm_momentum": plan.norm_momentum,
-        **activation_sources(ACTIVATION_KERNELS, plan.activation),
+        **_activations(plan), "runtime_imports": runtime_imports, "runtime_source": runtime_source,
         "norm_epsilon": plan.norm_epsilon, "input_channels": plan.input_channels,
         "model_name": f"{plan.spec_name}_{plan.variant}".replace(".", "_"),
         "names": sorted(names.origin.items()),
         "layer_names": [(node.name, prefixes[node.name]) for node in plan.nodes],
         "nodes": lines, "outputs": [(level, var[name]) for level, name in plan.endpoints],
         "slots": list(slots.items()),
-        "inlined": {key: _source(function, indent) for key, (function, indent) in _INLINED.items()},
     })

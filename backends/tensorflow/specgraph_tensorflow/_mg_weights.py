@@ -11,6 +11,7 @@ the graph (sp16 at min_level 3) are simply absent.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from typing import Any
@@ -21,21 +22,15 @@ import tf_keras
 
 from specgraph import Plan, Problem, WeightsError
 from specgraph._weights import first_line
+from specgraph.backend_api import MODELGARDEN_BLOCKS, modelgarden_backbone
 
 from ._layers import ConvNorm, Fuse
 from ._units import BlockUnit
 
 __all__ = ["modelgarden_arrays", "modelgarden_from_checkpoint", "modelgarden_reference"]
 
-_BLOCK_CLASSES = {"BottleneckBlock": "bottleneck", "ResidualBlock": "residual",
-                  "InvertedBottleneckBlock": "mbconv"}
-# Block unit part -> (conv attribute, norm attribute) inside Model Garden's nn_blocks.
-_PARTS = {
-    "bottleneck": {"shortcut": ("_shortcut", "_norm0"), "conv1": ("_conv1", "_norm1"),
-                   "conv2": ("_conv2", "_norm2"), "conv3": ("_conv3", "_norm3")},
-    "residual": {"shortcut": ("_shortcut", "_norm0"), "conv1": ("_conv1", "_norm1"), "conv2": ("_conv2", "_norm2")},
-    "mbconv": {"expand": ("_conv0", "_norm0"), "depthwise": ("_conv1", "_norm1"), "project": ("_conv2", "_norm2")},
-}
+# Model Garden's block class -> the unit type it builds (its internals are named in specgraph/_mg_blocks.py).
+_BLOCK_CLASSES = {block.keras_class: unit_type for unit_type, block in MODELGARDEN_BLOCKS.items()}
 _NAME_NUMBER = re.compile(r"^(.*?)(?:_(\d+))?$")
 
 
@@ -56,20 +51,23 @@ def _conv_arrays(conv: Any, norm: Any) -> dict[str, Any]:
 
 
 def _unit_arrays(block: Any, unit: BlockUnit) -> dict[str, Any]:
+    mg = MODELGARDEN_BLOCKS[unit.unit_type]
     out: dict[str, Any] = {}
-    for part in unit.named_layers():
-        if part == "se":
-            se = block._squeeze_excitation
-            for sub, conv in (("reduce", se._se_reduce), ("expand", se._se_expand)):
-                out[f"se/{sub}/kernel"] = conv.kernel.numpy()
-                out[f"se/{sub}/bias"] = conv.bias.numpy()
+    for role, layer in unit.named_layers().items():
+        if mg.squeeze_excite is not None and role == mg.squeeze_excite[0]:
+            se = getattr(block, mg.squeeze_excite[1])
+            for sub, attribute in zip((layer.reduce, layer.expand), mg.squeeze_excite[2:], strict=True):
+                conv = getattr(se, attribute)
+                sub = sub.name
+                out[f"{role}/{sub}/kernel"] = conv.kernel.numpy()
+                out[f"{role}/{sub}/bias"] = conv.bias.numpy()
             continue
-        conv_attr, norm_attr = _PARTS[unit.unit_type][part]
-        conv = getattr(block, conv_attr, None)
+        attributes = mg.conv_attributes(role)
+        conv = getattr(block, attributes[0], None) if attributes is not None else None
         if conv is None:
             continue  # reported as missing by the caller's check
-        for role, array in _conv_arrays(conv, getattr(block, norm_attr, None)).items():
-            out[f"{part}/{role}"] = array
+        for name, array in _conv_arrays(conv, getattr(block, attributes[1], None)).items():
+            out[f"{role}/{name}"] = array
     return out
 
 
@@ -77,7 +75,7 @@ def modelgarden_arrays(model: Any, mg: Any) -> tuple[dict[str, Any], list[Proble
     """``({specgraph weight name: array}, problems)`` for Model Garden model ``mg`` (nothing is checked but the
     layer structure: the caller checks the arrays)."""
     layers = list(getattr(mg, "layers", []))
-    groups: dict[str, list[Any]] = {"conv": [], "dwconv": [], "bottleneck": [], "residual": [], "mbconv": []}
+    groups: dict[str, list[Any]] = {"conv": [], "dwconv": [], **{unit_type: [] for unit_type in MODELGARDEN_BLOCKS}}
     norm_of: dict[int, Any] = {}
     for layer in layers:
         cls = type(layer).__name__
@@ -130,28 +128,10 @@ def modelgarden_arrays(model: Any, mg: Any) -> tuple[dict[str, Any], list[Proble
 
 def modelgarden_reference(plan: Plan, *, fixed_size: bool = True) -> Any:
     """A Model Garden model with ``plan``'s architecture (for restoring its checkpoints)."""
+    module, class_name, kwargs = modelgarden_backbone(plan, lambda name: importlib.import_module(name).SCALING_MAP)
     shape = [None, *plan.input_size, plan.input_channels] if fixed_size else [None, None, None, plan.input_channels]
-    spec = tf_keras.layers.InputSpec(shape=shape)
-    common = dict(input_specs=spec, min_level=plan.min_level, max_level=plan.max_level, activation=plan.activation,
-                  norm_momentum=plan.norm_momentum, norm_epsilon=plan.norm_epsilon)
-    if plan.spec_name == "spinenet":
-        from official.vision.modeling.backbones import spinenet
-
-        scaling = spinenet.SCALING_MAP.get(plan.variant)
-        if scaling is not None:
-            return spinenet.SpineNet(**common, endpoints_num_filters=scaling["endpoints_num_filters"],
-                                     resample_alpha=scaling["resample_alpha"],
-                                     block_repeats=scaling["block_repeats"],
-                                     filter_size_scale=scaling["filter_size_scale"])
-    if plan.spec_name == "spinenet_mobile":
-        from official.vision.modeling.backbones import spinenet_mobile
-
-        scaling = spinenet_mobile.SCALING_MAP.get(plan.variant)
-        if scaling is not None:
-            return spinenet_mobile.SpineNetMobile(**common, endpoints_num_filters=scaling["endpoints_num_filters"],
-                                                  block_repeats=scaling["block_repeats"],
-                                                  filter_size_scale=scaling["filter_size_scale"])
-    raise WeightsError(Problem("no Model Garden model has this spec and variant", f"{plan.spec_name} {plan.variant}"))
+    backbone = getattr(importlib.import_module(module), class_name)
+    return backbone(input_specs=tf_keras.layers.InputSpec(shape=shape), **kwargs)
 
 
 _VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"

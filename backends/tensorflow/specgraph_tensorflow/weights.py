@@ -18,25 +18,13 @@ from specgraph import ArgumentError, Plan, PlanError, Problem, WeightsError
 from specgraph._weights import Target, read_npz
 from specgraph.backend_api import LoadReport, levels_of, select_weights
 
-from ._layers import ConvNorm, Fuse
-from ._units import BlockUnit, SqueezeExcite
+from ._runtime import layer_variables as _layer_variables
 
 __all__ = ["WeightMismatchError", "WeightsError", "export_npz", "load_modelgarden_weights", "load_weights",
            "weights_dict"]
 
 # The name this package had before specgraph.WeightsError: the same class, so either can be caught.
 WeightMismatchError = WeightsError
-
-
-def _layer_variables(layer: Any) -> dict[str, tf.Variable]:
-    if isinstance(layer, ConvNorm | SqueezeExcite):
-        return layer.named_variables()
-    if isinstance(layer, Fuse):
-        return {"weights": layer.fusion_weights}
-    if isinstance(layer, BlockUnit):
-        return {f"{part}/{role}": v for part, sub in layer.named_layers().items()
-                for role, v in _layer_variables(sub).items()}
-    raise TypeError(f"no weight naming for {type(layer).__name__}")
 
 
 def _require_model(model: Any) -> None:
