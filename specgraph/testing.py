@@ -327,3 +327,90 @@ class BackendConformance:
         want = ACTIVATION_REFERENCES[canonical_activation(name)](x)
         got = plugin.apply_activation(name, x)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=f"{self.backend} {name}")
+
+    # -- loading weights is all or nothing: every refused load names its problems and changes nothing
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def load_target(cls, plugin: Any) -> tuple[Any, dict[str, Any]]:
+        """A small model, and another one's weights (a different random init) to load into it."""
+        import specgraph
+
+        plan = specgraph.plan(_SMALL_SPEC, None, (48, 80))
+        return plugin.compile(plan), dict(plugin.to_structural(plugin.compile(plan)))
+
+    @staticmethod
+    def _snapshot(plugin: Any, model: Any) -> dict[str, Any]:
+        import numpy as np
+
+        return {k: np.array(v, copy=True) for k, v in plugin.to_structural(model).items()}
+
+    def _assert_unchanged(self, plugin: Any, model: Any, before: dict[str, Any]) -> None:
+        after = self._snapshot(plugin, model)
+        assert after.keys() == before.keys()
+        changed = [k for k in before if after[k].dtype != before[k].dtype or after[k].tobytes() != before[k].tobytes()]
+        assert not changed, changed[:5]
+
+    @pytest.mark.parametrize(("route", "kind"), WEIGHT_ROUTES)
+    def test_a_bad_entry_loads_nothing(self, plugin: Any, load_target: Any, tmp_path: Path, route: str,
+                                       kind: str) -> None:
+        """The bad entry is the source's last one: a loader that copied before checking would have
+        overwritten everything before it."""
+        import numpy as np
+
+        import specgraph
+
+        model, source = load_target
+        name = list(source)[-1]
+        arrays: Any = corrupt_weights(source, kind, name)
+        if route == "npz":
+            np.savez(tmp_path / "w.npz", **arrays)
+            arrays = str(tmp_path / "w.npz")
+        before = self._snapshot(plugin, model)
+        with pytest.raises(specgraph.WeightsError) as info:
+            plugin.load_structural(model, arrays)
+        assert_weights_refused(info.value, path=name, file=arrays if route == "npz" else None)
+        self._assert_unchanged(plugin, model, before)
+
+    def test_early_and_late_problems_are_listed_together(self, plugin: Any, load_target: Any) -> None:
+        import numpy as np
+
+        import specgraph
+
+        model, source = load_target
+        names = list(source)
+        arrays = corrupt_weights(source, "nan", names[0])
+        arrays = corrupt_weights(corrupt_weights(arrays, "bool", names[-1]), "missing", names[len(names) // 2])
+        arrays["nonesuch/op0/kernel"] = np.zeros(3, np.float32)
+        before = self._snapshot(plugin, model)
+        with pytest.raises(specgraph.WeightsError) as info:
+            plugin.load_structural(model, arrays)
+        assert_weights_refused(info.value)
+        assert {p.path for p in info.value.problems} == {names[0], names[-1], names[len(names) // 2],
+                                                         "nonesuch/op0/kernel"}
+        self._assert_unchanged(plugin, model, before)
+
+    @pytest.mark.parametrize("kind", UNREADABLE_NPZ)
+    def test_an_unreadable_file_loads_nothing(self, plugin: Any, load_target: Any, tmp_path: Path,
+                                              kind: str) -> None:
+        import specgraph
+
+        model, _ = load_target
+        path = unreadable_npz(tmp_path, kind)
+        before = self._snapshot(plugin, model)
+        with pytest.raises(specgraph.WeightsError) as info:
+            plugin.load_structural(model, path)
+        assert_weights_refused(info.value, file=path)
+        self._assert_unchanged(plugin, model, before)
+
+    @pytest.mark.parametrize("bad", [None, 3])
+    def test_a_bad_argument_is_named(self, plugin: Any, load_target: Any, bad: Any) -> None:
+        import specgraph
+
+        model, source = load_target
+        with pytest.raises(specgraph.ArgumentError) as info:
+            plugin.load_structural(model, bad)
+        assert info.value.problems[0].path in ("arrays", "source")
+        with pytest.raises(specgraph.ArgumentError) as info:
+            plugin.load_structural(bad, source)
+        assert info.value.problems[0].path == "model"
