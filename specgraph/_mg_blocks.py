@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import Problem, WeightsError
+from ._errors import PlanError, Problem, WeightsError
 from ._plan import Plan
 
-__all__ = ["MODELGARDEN_BACKBONES", "MODELGARDEN_BLOCKS", "ModelGardenBlock", "modelgarden_backbone"]
+__all__ = ["MODELGARDEN_BACKBONES", "MODELGARDEN_BLOCKS", "ModelGardenBlock", "modelgarden_backbone",
+           "modelgarden_plan"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,20 @@ def modelgarden_backbone(plan: Plan, scaling_maps: Callable[[str], Mapping[str, 
     common = {"min_level": plan.min_level, "max_level": plan.max_level, "activation": plan.activation,
               "norm_momentum": plan.norm_momentum, "norm_epsilon": plan.norm_epsilon}
     return entry[0], entry[1], {**common, **{key: scaling[key] for key in entry[2]}}
+
+
+def modelgarden_plan(plan: Plan) -> Plan:
+    """What Model Garden builds for ``plan``: endpoints at every level of ``min_level..max_level``.
+
+    A level selection (``levels=[3, 5]``) is the same network less some endpoints and the blocks
+    only they need; Model Garden has no such option, so its layers (and name counters) are those
+    of the contiguous plan, which the plan rebuilds from its own pruned nodes (``Plan.contiguous``),
+    so a spec read from a file works too. A :class:`WeightsError` when it cannot.
+    """
+    try:
+        return plan.contiguous()
+    except PlanError as exc:
+        levels = [int(level) for level, _ in plan.endpoints]
+        raise WeightsError(Problem(f"Model Garden weights for levels {levels} need the network of levels "
+                                   f"{plan.min_level}..{plan.max_level}: {exc.problems[0].message}",
+                                   f"{plan.spec_name} {plan.variant}")) from None

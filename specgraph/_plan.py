@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Literal
 
+from ._errors import PlanError, Problem
+
 __all__ = ["Activation", "Add", "Conv", "Edge", "MaxPool", "Node", "Op", "Plan", "SqueezeExcite", "Unit", "UnitOp",
            "Upsample"]
 
@@ -319,8 +321,6 @@ class Plan:
         ``pruned_nodes`` alone (equal to planning the spec with ``min_level``/``max_level``); a
         :class:`PlanError` when a level in between has no endpoint, or the plan lacks its pruned nodes.
         """
-        from ._errors import PlanError
-
         wanted = tuple(range(self.min_level, self.max_level + 1))
         if tuple(int(key) for key, _ in self.endpoints) == wanted:
             return self
@@ -350,8 +350,6 @@ class Plan:
         chain to the node's channels; endpoints name endpoint nodes. The planner's plans always pass;
         a plan built by hand or read with :meth:`from_dict` may not.
         """
-        from ._errors import PlanError, Problem
-
         problems: list[Problem] = []
 
         def bad(path: str, message: str) -> None:
@@ -478,8 +476,6 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict) -> Plan:
         """The inverse of ``to_dict()`` (e.g. from JSON); checks the stored hash when there is one."""
-        from ._errors import PlanError
-
         try:
             data = dict(data)
             expected = data.pop("hash", None)

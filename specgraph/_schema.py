@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from ._activations import ACTIVATIONS
+from ._errors import PlanError
 from ._text import brief, first_unsafe
 from ._writer import dumps
 
@@ -236,8 +237,6 @@ class Spec(_Model):
 
     def variant(self, name: str | None = None) -> tuple[str, Variant]:
         """The named variant, or the default one; raises ``PlanError`` with the known names."""
-        from ._errors import PlanError
-
         if name is None:
             name = self.default_variant or (next(iter(self.variants)) if len(self.variants) == 1 else None)
             if name is None:

@@ -16,7 +16,13 @@ from ._activations import FORMULAS as ACTIVATION_FORMULAS
 from ._codegen import CodegenError, Namespace, header, render_template
 from ._features import Feature, FeatureInfo
 from ._memory import available_memory, check_memory, format_bytes
-from ._mg_blocks import MODELGARDEN_BACKBONES, MODELGARDEN_BLOCKS, ModelGardenBlock, modelgarden_backbone
+from ._mg_blocks import (
+    MODELGARDEN_BACKBONES,
+    MODELGARDEN_BLOCKS,
+    ModelGardenBlock,
+    modelgarden_backbone,
+    modelgarden_plan,
+)
 from ._naming import output_name
 from ._options import COMMON_OPTIONS, check_options, check_plan_matches, frozen_nodes
 from ._plan import UNIT_TYPES
@@ -54,6 +60,7 @@ __all__ = [
     "header",
     "levels_of",
     "modelgarden_backbone",
+    "modelgarden_plan",
     "op_slot",
     "output_name",
     "parse_levels",

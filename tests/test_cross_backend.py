@@ -131,3 +131,25 @@ def test_every_activation_and_block_type_agrees(activation: str) -> None:
     forward, backward = _both_ways(plan, (64, 96))
     assert max(forward.values()) <= TOLERANCE, forward
     assert max(backward.values()) <= TOLERANCE, backward
+
+
+# The same things have the same names in both backends (the issue-16 vocabulary).
+SHARED_NAMES = {"SpecgraphModel", "ConvNormAct", "SqueezeExcite", "WeightsError", "ACTIVATION_KERNELS", "OPTIONS",
+                "activation_kernel", "compile", "emit", "load_modelgarden_weights", "load_structural", "to_structural",
+                "predict", "count_parameters", "emitted_model", "apply_activation", "__version__"}
+
+
+def test_both_backends_use_one_vocabulary() -> None:
+    for backend in (specgraph_torch, specgraph_tensorflow):
+        assert set(backend.__all__) >= SHARED_NAMES, (backend.__name__, SHARED_NAMES - set(backend.__all__))
+        assert backend.WeightsError is specgraph.WeightsError
+    plan = specgraph.plan("spinenet_mobile", "49XS", (64, 64))  # mbconv units with squeeze-excitation
+    torch_model = specgraph.compile(plan, backend="torch")
+    tf_model = specgraph.compile(plan, backend="tensorflow")
+    assert isinstance(torch_model, specgraph_torch.SpecgraphModel)
+    assert isinstance(tf_model, specgraph_tensorflow.SpecgraphModel)
+    torch_kinds = {type(m).__name__ for m in torch_model.modules()
+                   if isinstance(m, specgraph_torch.ConvNormAct | specgraph_torch.SqueezeExcite)}
+    tf_kinds = {type(layer).__name__ for layer in tf_model._flatten_layers()
+                if isinstance(layer, specgraph_tensorflow.ConvNormAct | specgraph_tensorflow.SqueezeExcite)}
+    assert torch_kinds == tf_kinds == {"ConvNormAct", "SqueezeExcite"}

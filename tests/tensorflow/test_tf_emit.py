@@ -188,7 +188,7 @@ def test_emitted_module_loads_the_backends_npz_by_name(tmp_path: Path) -> None:
 def test_emitted_weight_naming_is_the_backends_own_source(mini) -> None:
     """The role part of the names is the backend's code copied from its source, not a second hand-written
     rule; the slot table names every slot of the compiled model, weighted fusion included."""
-    from specgraph_tensorflow._layers import ConvNorm
+    from specgraph_tensorflow._layers import ConvNormAct
     from specgraph_tensorflow._units import BlockUnit, SqueezeExcite
     from specgraph_tensorflow.weights import _layer_variables
 
@@ -196,7 +196,7 @@ def test_emitted_weight_naming_is_the_backends_own_source(mini) -> None:
     data["fusion"] = {"method": "weighted"}
     plan = specgraph.plan(specgraph.load(data), input_size=64)
     source = emit(plan, "tensorflow")
-    for function in (_layer_variables, ConvNorm.named_variables, SqueezeExcite.named_variables,
+    for function in (_layer_variables, ConvNormAct.named_variables, SqueezeExcite.named_variables,
                      BlockUnit.named_layers):
         assert inspect.getsource(function) in source, function.__qualname__
     namespace: dict = {}

@@ -13,7 +13,7 @@ import specgraph
 
 
 @pytest.fixture(scope="module")
-def model() -> st.SpecgraphNet:
+def model() -> st.SpecgraphModel:
     return st.compile(specgraph.plan("spinenet_mobile", "49XS", 64))
 
 
@@ -37,7 +37,7 @@ CASES: list[tuple[str, Callable[[Any], Any], str]] = [
 
 
 @pytest.mark.parametrize(("case", "call", "argument"), CASES, ids=[c[0] for c in CASES])
-def test_bad_argument_is_named(model: st.SpecgraphNet, case: str, call: Callable[[Any], Any], argument: str) -> None:
+def test_bad_argument_is_named(model: st.SpecgraphModel, case: str, call: Callable[[Any], Any], argument: str) -> None:
     with pytest.raises(specgraph.ArgumentError) as info:
         call(model)
     assert argument in str(info.value), str(info.value)

@@ -10,7 +10,7 @@ from torch import nn
 import specgraph
 
 
-def _model(spec: str, variant: str, size: int = 128, seed: int = 0) -> specgraph_torch.SpecgraphNet:
+def _model(spec: str, variant: str, size: int = 128, seed: int = 0) -> specgraph_torch.SpecgraphModel:
     """A model with non-trivial BN statistics, so that folding them is a real test."""
     torch.manual_seed(seed)
     plan = specgraph.plan(specgraph.load(spec), variant=variant, input_size=(size, size))
@@ -37,7 +37,7 @@ SIZES = [(1, 200, 333), (3, 256, 256), (2, 129, 511)]
 
 
 @pytest.fixture(scope="module")
-def model_49s() -> specgraph_torch.SpecgraphNet:
+def model_49s() -> specgraph_torch.SpecgraphModel:
     return _model("spinenet", "49S")
 
 
@@ -121,7 +121,7 @@ def test_onnx_runs_in_onnxruntime_at_any_size(tmp_path, spec, variant):
 def test_optimize_for_inference_folds_bn(spec, variant):
     model = _model(spec, variant)
     fast = specgraph_torch.optimize_for_inference(model, fuse=False)
-    assert isinstance(fast, specgraph_torch.SpecgraphNet)
+    assert isinstance(fast, specgraph_torch.SpecgraphModel)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fast.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
     weight = fast.nodes["stem"].ops[0].conv.weight

@@ -1,6 +1,6 @@
 """The fused inference lowering (``optimize_for_inference`` / ``InferenceNet``) computes what the plain model does.
 
-Every fast path is checked against the plain eval-mode ``SpecgraphNet`` (≤ 1e-4 relative):
+Every fast path is checked against the plain eval-mode ``SpecgraphModel`` (≤ 1e-4 relative):
 oneDNN post-op activations, residual / block sums inside convs, copy-free SAME padding for
 depthwise convs and max-pools (even sizes: asymmetric; odd sizes: symmetric), 1x1 convs moved
 in front of upsamples (crop sizes included), squeeze-excitation folded into the projection
@@ -46,7 +46,7 @@ def _randomize_bn(model: nn.Module, seed: int) -> None:
 
 
 def _model(spec: str | dict, variant: str | None, size: tuple[int, int], seed: int = 0,
-           **options: object) -> specgraph_torch.SpecgraphNet:
+           **options: object) -> specgraph_torch.SpecgraphModel:
     torch.manual_seed(seed)
     plan = specgraph.plan(specgraph.load(spec), variant=variant, input_size=size)
     model = specgraph_torch.compile(plan, **options).eval()
@@ -59,7 +59,7 @@ def _max_rel(out: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> floa
     return max(float((out[k] - ref[k]).abs().max() / ref[k].abs().max().clamp_min(1e-12)) for k in ref)
 
 
-def _check(model: specgraph_torch.SpecgraphNet, x: torch.Tensor, **kwargs: object) -> InferenceNet:
+def _check(model: specgraph_torch.SpecgraphModel, x: torch.Tensor, **kwargs: object) -> InferenceNet:
     fast = InferenceNet(model, **kwargs)
     with torch.no_grad():
         ref = model(x)

@@ -98,7 +98,7 @@ def test_contracts(plan_49s, plan_mobile):
 def test_entry_point_and_state_dict_names(plan_49s):
     assert "torch" in specgraph.available_backends()
     model = specgraph.compile(plan_49s, backend="torch")
-    assert isinstance(model, specgraph_torch.SpecgraphNet)
+    assert isinstance(model, specgraph_torch.SpecgraphModel)
     keys = set(model.state_dict())
     assert "nodes.stem.ops.0.conv.weight" in keys
     assert "nodes.sp13.inputs.0.ops.0.conv.weight" in keys

@@ -13,7 +13,7 @@ from specgraph_torch import onednn_available
 from specgraph_torch._blocks import make_unit
 from specgraph_torch._emit import _MODULE_NAMES, _layers_source
 from specgraph_torch._fused import _Unit
-from specgraph_torch._layers import BlockUnit, ConvNormAct, SqueezeExcitation
+from specgraph_torch._layers import BlockUnit, ConvNormAct, SqueezeExcite
 from specgraph_torch._ops import make_activation
 from specgraph_torch._weights import modelgarden_names
 from torch import nn
@@ -63,7 +63,7 @@ UNITS = {
 def test_submodules_are_the_weighted_ops_roles(name: str) -> None:
     unit = UNITS[name]
     module = _unit(unit)
-    weighted = [role for role, m in module.named_children() if isinstance(m, ConvNormAct | SqueezeExcitation)]
+    weighted = [role for role, m in module.named_children() if isinstance(m, ConvNormAct | SqueezeExcite)]
     assert weighted == [step.role for step in unit.weighted_ops]
     prefixes = {key.split(".")[0] for key in module.state_dict()}
     assert prefixes == {step.role for step in unit.weighted_ops}
@@ -79,7 +79,7 @@ def test_every_unit_of_the_builtin_models_is_its_weighted_ops() -> None:
         for node in plan.nodes:
             for k, unit in enumerate(node.units):
                 module = model.nodes[node.name].units[k]
-                assert [r for r, m in module.named_children() if isinstance(m, ConvNormAct | SqueezeExcitation)] \
+                assert [r for r, m in module.named_children() if isinstance(m, ConvNormAct | SqueezeExcite)] \
                     == [step.role for step in unit.weighted_ops], (node.name, k)
 
 

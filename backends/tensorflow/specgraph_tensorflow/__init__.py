@@ -14,8 +14,9 @@ from ._contract import (
     to_structural,
 )
 from ._emit import emit
-from ._layers import ACTIVATION_KERNELS, activation_kernel
+from ._layers import ACTIVATION_KERNELS, ConvNormAct, activation_kernel
 from ._model import OPTIONS, SpecgraphModel, build, compile, xla_function
+from ._units import SqueezeExcite
 from .deploy import TFLiteModel, export_saved_model, serving_function, to_tflite
 from .weights import (
     WeightMismatchError,
@@ -30,8 +31,10 @@ __version__ = _metadata_version("specgraph-tensorflow")  # its pyproject.toml is
 
 __all__ = [
     "ACTIVATION_KERNELS",
+    "ConvNormAct",
     "OPTIONS",
     "SpecgraphModel",
+    "SqueezeExcite",
     "TFLiteModel",
     "WeightMismatchError",
     "WeightsError",

@@ -11,7 +11,7 @@ import tf_keras
 from specgraph import BackendError, Conv, Edge, MaxPool, Node, Plan, Upsample
 from specgraph.backend_api import frozen_nodes, fuse_slot, op_slot, unit_slot
 
-from ._layers import ConvNorm, Fuse, LayerOptions
+from ._layers import ConvNormAct, Fuse, LayerOptions
 from ._layers import Upsample as UpsampleLayer
 from ._units import make_unit
 
@@ -62,7 +62,7 @@ class _Builder:
         if isinstance(op, Conv):
             if op.groups != 1 and not op.depthwise:
                 raise BackendError(f"{key}: grouped conv with groups={op.groups} is not supported")
-            layer = ConvNorm(op.out_channels, op.kernel, op.stride, options=self.options, depthwise=op.depthwise,
+            layer = ConvNormAct(op.out_channels, op.kernel, op.stride, options=self.options, depthwise=op.depthwise,
                              norm=op.norm, activation=op.activation, bias=op.bias,
                              depthwise_initializer=RESAMPLE_DEPTHWISE_INIT if resample else None, name=name)
             self.slots[key] = layer

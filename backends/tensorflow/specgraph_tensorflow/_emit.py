@@ -89,7 +89,7 @@ def _conv(op: Conv, name: str, resample: bool = False) -> str:
         + (", activation=ACT" if op.activation else "") + (", bias=True" if op.bias else "")
     if op.depthwise and resample:
         flags += ", kernel_initializer=RESAMPLE_DEPTHWISE_INITIALIZER"
-    return f"ConvNorm({op.out_channels!r}, {op.kernel!r}, {op.stride!r}{flags}, name={name!r}, **NORM)"
+    return f"ConvNormAct({op.out_channels!r}, {op.kernel!r}, {op.stride!r}{flags}, name={name!r}, **NORM)"
 
 
 def _squeeze_excite(op: SqueezeExcite, name: str) -> str:

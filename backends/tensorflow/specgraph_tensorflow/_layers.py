@@ -21,7 +21,7 @@ from ._runtime import InverseCdfGenerator as InverseCdfGenerator  # (its old hom
 from ._runtime import build_sublayer, depthwise_by_shifts, in_xla_compilation
 from ._runtime import initializer as _initializer  # noqa: F401  (likewise)
 
-__all__ = ["ACTIVATION_KERNELS", "ConvNorm", "Fuse", "LayerOptions", "PlannedLayer", "StochasticDepth", "Upsample",
+__all__ = ["ACTIVATION_KERNELS", "ConvNormAct", "Fuse", "LayerOptions", "PlannedLayer", "StochasticDepth", "Upsample",
            "activation_fn", "activation_kernel", "build_sublayer", "depthwise_by_shifts", "hard_sigmoid",
            "in_xla_compilation"]
 
@@ -138,7 +138,7 @@ class PlannedLayer(tf_keras.layers.Layer):
         return tf_keras.__internal__.KerasTensor(tf.TensorSpec(shape, self.compute_dtype))
 
 
-class ConvNorm(PlannedLayer, _runtime.ConvNorm):
+class ConvNormAct(PlannedLayer, _runtime.ConvNormAct):
     """A plan ``Conv`` op: conv (depthwise when asked), then batch norm, then the activation."""
 
     def __init__(self, filters: int, kernel: int, stride: int, *, options: LayerOptions, depthwise: bool = False,

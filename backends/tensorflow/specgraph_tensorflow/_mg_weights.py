@@ -24,7 +24,7 @@ from specgraph import Plan, Problem, WeightsError
 from specgraph._weights import first_line
 from specgraph.backend_api import MODELGARDEN_BLOCKS, modelgarden_backbone
 
-from ._layers import ConvNorm, Fuse
+from ._layers import ConvNormAct, Fuse
 from ._units import BlockUnit
 
 __all__ = ["modelgarden_arrays", "modelgarden_from_checkpoint", "modelgarden_reference"]
@@ -95,7 +95,7 @@ def modelgarden_arrays(model: Any, mg: Any) -> tuple[dict[str, Any], list[Proble
     wanted: dict[str, list[tuple[str, Any]]] = {g: [] for g in groups}
     problems: list[Problem] = []
     for key, layer in model.slots.items():
-        if isinstance(layer, ConvNorm):
+        if isinstance(layer, ConvNormAct):
             wanted["dwconv" if isinstance(layer.conv, tf_keras.layers.DepthwiseConv2D) else "conv"].append((key, layer))
         elif isinstance(layer, BlockUnit):
             wanted[layer.unit_type].append((key, layer))
@@ -114,7 +114,7 @@ def modelgarden_arrays(model: Any, mg: Any) -> tuple[dict[str, Any], list[Proble
     arrays: dict[str, Any] = {}
     for group, mine in wanted.items():
         for (key, layer), theirs in zip(mine, groups[group], strict=True):
-            if isinstance(layer, ConvNorm):
+            if isinstance(layer, ConvNormAct):
                 norm = norm_of.get(id(theirs))
                 if layer.norm is not None and norm is None:
                     problems.append(Problem(f"Model Garden conv {theirs.name} has no batch norm after it", key))

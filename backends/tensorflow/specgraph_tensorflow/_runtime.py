@@ -20,7 +20,7 @@ import tf_keras
 from tf_keras.src.backend import RandomGenerator
 from tf_keras.src.utils.control_flow_util import GraphOrParentsInXlaContext
 
-__all__ = ["BlockUnit", "ConvNorm", "Fuse", "InverseCdfGenerator", "NpzError", "SqueezeExcite", "StochasticDepth",
+__all__ = ["BlockUnit", "ConvNormAct", "Fuse", "InverseCdfGenerator", "NpzError", "SqueezeExcite", "StochasticDepth",
            "UNIT_JOINS", "Upsample", "build_sublayer", "depthwise_by_shifts", "dim", "in_xla_compilation",
            "initializer", "layer_variables", "load_named", "no_autograph", "parse_npy", "read_npz_arrays",
            "same_pads"]
@@ -114,7 +114,7 @@ def initializer(value: Any) -> Any:
     return init
 
 
-class ConvNorm(tf_keras.layers.Layer):
+class ConvNormAct(tf_keras.layers.Layer):
     """A conv op: SAME conv (depthwise when asked), then batch norm, then ``activation`` (a function) if given."""
 
     def __init__(self, filters: int, kernel: int, stride: int, *, depthwise: bool = False, norm: bool = True,
@@ -395,7 +395,7 @@ class BlockUnit(tf_keras.layers.Layer):
 
 def layer_variables(layer: Any) -> dict[str, tf.Variable]:
     """A weighted layer's variables by role (``kernel``, ``conv2/gamma``, ``se/reduce/bias``, ``weights``)."""
-    if isinstance(layer, ConvNorm | SqueezeExcite | Fuse):
+    if isinstance(layer, ConvNormAct | SqueezeExcite | Fuse):
         return layer.named_variables()
     if isinstance(layer, BlockUnit):
         return {f"{part}/{role}": v for part, sub in layer.named_layers().items()

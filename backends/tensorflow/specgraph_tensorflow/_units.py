@@ -11,7 +11,7 @@ from specgraph import Activation, Add, BackendError, Conv, Unit
 from specgraph import SqueezeExcite as SqueezeExciteOp
 
 from . import _runtime
-from ._layers import ConvNorm, LayerOptions, PlannedLayer, activation_fn
+from ._layers import ConvNormAct, LayerOptions, PlannedLayer, activation_fn
 
 __all__ = ["BlockUnit", "SqueezeExcite", "make_unit"]
 
@@ -29,7 +29,7 @@ class SqueezeExcite(PlannedLayer, _runtime.SqueezeExcite):
 def _conv(op: Conv, options: LayerOptions, name: str) -> tf_keras.layers.Layer:
     if op.groups != 1 and not op.depthwise:
         raise BackendError(f"{name}: grouped conv with groups={op.groups} is not supported")
-    return ConvNorm(op.out_channels, op.kernel, op.stride, options=options, depthwise=op.depthwise, norm=op.norm,
+    return ConvNormAct(op.out_channels, op.kernel, op.stride, options=options, depthwise=op.depthwise, norm=op.norm,
                     activation=op.activation, bias=op.bias, name=name)
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from specgraph import ArgumentError, Plan, PlanError, Problem, WeightsError
+from specgraph import ArgumentError, Problem, WeightsError
 from specgraph._weights import Target, read_npz
-from specgraph.backend_api import LoadReport, levels_of, select_weights
+from specgraph.backend_api import LoadReport, modelgarden_plan, select_weights
 
 from ._runtime import layer_variables as _layer_variables
 
@@ -56,18 +56,6 @@ def _assign(model: Any, arrays: Mapping[str, Any], file: str | None = None, *, s
     return report
 
 
-def _contiguous(plan: Plan) -> Plan:
-    """What Model Garden builds for ``plan``: endpoints at every level of ``min_level..max_level`` (a level
-    selection such as ``levels=[3, 5]`` is that network less some endpoints and the blocks only they need).
-    Rebuilt from the plan's own pruned nodes (``Plan.contiguous``), so a spec read from a file works too."""
-    try:
-        return plan.contiguous()
-    except PlanError as exc:
-        raise WeightsError(Problem(f"Model Garden weights for levels {list(levels_of(plan))} need the network of "
-                                   f"levels {plan.min_level}..{plan.max_level}: {exc.problems[0].message}",
-                                   f"{plan.spec_name} {plan.variant}")) from None
-
-
 def load_weights(model: Any, source: Any, *, strict: bool = True, prefix: str = "") -> LoadReport:
     """Load into a specgraph Keras ``model`` from:
 
@@ -101,7 +89,7 @@ def load_weights(model: Any, source: Any, *, strict: bool = True, prefix: str = 
     if not isinstance(source, str | os.PathLike) and not hasattr(source, "layers"):
         raise ArgumentError(Problem("expected a Model Garden model, a checkpoint path, an .npz path or a mapping of "
                                     f"name -> array; got {type(source).__name__}", "source"))
-    full = _contiguous(model.plan)
+    full = modelgarden_plan(model.plan)
     if isinstance(source, str | os.PathLike):
         from ._mg_weights import modelgarden_from_checkpoint
 

@@ -10,22 +10,28 @@ from ._emit import emit
 from ._export import dynamic_shapes, export, fold_batch_norm, min_dynamic_side, optimize_for_inference, to_onnx
 from ._fused import InferenceNet, onednn_available
 from ._interop import load_structural, structural_name, to_structural
+from ._layers import ConvNormAct, SqueezeExcite
 from ._memory import reuse_freed_memory
-from ._model import OPTIONS, Feature, FeatureInfo, FrozenBatchNorm2d, ShapeSpec, SpecgraphNet, compile
+from ._model import OPTIONS, Feature, FeatureInfo, FrozenBatchNorm2d, ShapeSpec, SpecgraphModel, compile
 from ._ops import ACTIVATION_KERNELS, activation_kernel
 from ._weights import WeightsError, load_modelgarden_weights, modelgarden_kwargs, modelgarden_names
+
+SpecgraphNet = SpecgraphModel  # its name before both backends used one vocabulary
 
 __version__ = _metadata_version("specgraph-torch")  # its pyproject.toml is the one place it is written
 
 __all__ = [
     "ACTIVATION_KERNELS",
+    "ConvNormAct",
     "OPTIONS",
     "Feature",
     "FeatureInfo",
     "FrozenBatchNorm2d",
     "InferenceNet",
     "ShapeSpec",
+    "SpecgraphModel",
     "SpecgraphNet",
+    "SqueezeExcite",
     "WeightsError",
     "__version__",
     "activation_kernel",

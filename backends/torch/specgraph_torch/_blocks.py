@@ -10,10 +10,10 @@ from torch import nn
 
 from specgraph import BackendError, Unit
 
-from ._layers import UNIT_JOINS, UNIT_OP_MODULES, BlockUnit, SqueezeExcitation, StochasticDepth
+from ._layers import UNIT_JOINS, UNIT_OP_MODULES, BlockUnit, SqueezeExcite, StochasticDepth
 from ._ops import ACTIVATIONS
 
-__all__ = ["BlockUnit", "SqueezeExcitation", "StochasticDepth", "make_unit", "unit_op_values"]
+__all__ = ["BlockUnit", "SqueezeExcite", "StochasticDepth", "make_unit", "unit_op_values"]
 
 NormFactory = Callable[[int], nn.Module]
 ActFactory = Callable[[], nn.Module]

@@ -11,7 +11,7 @@ import torch
 
 from specgraph import ArgumentError
 
-from ._model import SpecgraphNet
+from ._model import SpecgraphModel
 from ._ops import activation_kernel
 
 __all__ = ["apply_activation", "count_parameters", "emitted_model", "predict"]
@@ -33,7 +33,7 @@ def count_parameters(model: torch.nn.Module) -> int:
     return params + stats
 
 
-def emitted_model(source: str, model: SpecgraphNet) -> torch.nn.Module:
+def emitted_model(source: str, model: SpecgraphModel) -> torch.nn.Module:
     """Run emitted ``source`` in a fresh namespace, build its model and give it ``model``'s state dict."""
     ArgumentError.expect(source, str, "source", "emitted Python source (specgraph_torch.emit)")
     namespace: dict[str, Any] = {"__name__": "specgraph_emitted"}

@@ -14,7 +14,7 @@ from specgraph import ArgumentError
 from specgraph.backend_api import output_name
 
 from ._fused import InferenceNet
-from ._model import SpecgraphNet
+from ._model import SpecgraphModel
 from ._ops import ConvNormAct
 
 __all__ = ["dynamic_shapes", "export", "fold_batch_norm", "min_dynamic_side", "optimize_for_inference",
@@ -38,16 +38,16 @@ def fold_batch_norm(unit: ConvNormAct) -> None:
     unit.conv, unit.norm = fused, nn.Identity()
 
 
-def optimize_for_inference(model: SpecgraphNet, channels_last: bool = True,
-                           fuse: bool = True) -> InferenceNet | SpecgraphNet:
+def optimize_for_inference(model: SpecgraphModel, channels_last: bool = True,
+                           fuse: bool = True) -> InferenceNet | SpecgraphModel:
     """A copy for inference (the source model is untouched).
 
     ``fuse=True``: an :class:`InferenceNet` (BN folded, activations / residual adds /
     block sums inside oneDNN convs, copy-free SAME padding, see ``_fused.py``).
-    ``fuse=False``: the same ``SpecgraphNet`` with only its batch norms folded.
+    ``fuse=False``: the same ``SpecgraphModel`` with only its batch norms folded.
     Both in eval mode, channels-last unless ``channels_last=False``.
     """
-    ArgumentError.expect(model, SpecgraphNet, "model", "a SpecgraphNet (specgraph_torch.compile)")
+    ArgumentError.expect(model, SpecgraphModel, "model", "a SpecgraphModel (specgraph_torch.compile)")
     if fuse:
         return InferenceNet(model, channels_last=channels_last)
     model = copy.deepcopy(model).eval()
@@ -61,7 +61,7 @@ def optimize_for_inference(model: SpecgraphNet, channels_last: bool = True,
 
 
 def _expect_model_and_example(model: Any, example: Any) -> None:
-    ArgumentError.expect(model, SpecgraphNet, "model", "a SpecgraphNet (specgraph_torch.compile)")
+    ArgumentError.expect(model, SpecgraphModel, "model", "a SpecgraphModel (specgraph_torch.compile)")
     ArgumentError.expect(example, torch.Tensor, "example", "an NCHW image batch (torch.Tensor)")
     if example.dim() != 4:
         raise ArgumentError(f"example: expected an NCHW image batch (4 dimensions), got shape {list(example.shape)}")
@@ -73,13 +73,13 @@ MAX_DYNAMIC_BATCH = 1024
 MAX_DYNAMIC_SIDE = 16384
 
 
-def min_dynamic_side(model: SpecgraphNet) -> int:
+def min_dynamic_side(model: SpecgraphModel) -> int:
     """The smallest H and W a dynamic export admits: ``2**max_level + 1``, so every level is at least
     2 pixels; at 1 pixel torch's shape analysis cannot decide contiguity and broadcasting."""
     return 2**model.plan.max_level + 1
 
 
-def dynamic_shapes(model: SpecgraphNet) -> tuple[dict[int, Any]]:
+def dynamic_shapes(model: SpecgraphModel) -> tuple[dict[int, Any]]:
     """``torch.export`` dynamic shapes for the images: batch 1..1024, H and W 2**max_level+1..16384."""
     side = min_dynamic_side(model)
     dim = torch.export.Dim
@@ -88,7 +88,7 @@ def dynamic_shapes(model: SpecgraphNet) -> tuple[dict[int, Any]]:
              3: dim("width", min=side, max=MAX_DYNAMIC_SIDE)},)
 
 
-def _trace_example(model: SpecgraphNet, example: torch.Tensor, dynamic: bool) -> torch.Tensor:
+def _trace_example(model: SpecgraphModel, example: torch.Tensor, dynamic: bool) -> torch.Tensor:
     """The tensor traced: the example, or for a dynamic export one of its shape raised to at least
     batch 2 and the minimum side (torch specialises a dimension seen as 1; only shapes are traced)."""
     if not dynamic:
@@ -99,7 +99,7 @@ def _trace_example(model: SpecgraphNet, example: torch.Tensor, dynamic: bool) ->
     return example if tuple(example.shape) == shape else example.new_zeros(shape)
 
 
-def export(model: SpecgraphNet, example: torch.Tensor, *, dynamic: bool = True,
+def export(model: SpecgraphModel, example: torch.Tensor, *, dynamic: bool = True,
            **kwargs: Any) -> torch.export.ExportedProgram:
     """``torch.export.export`` of the model in eval mode.
 
@@ -113,7 +113,7 @@ def export(model: SpecgraphNet, example: torch.Tensor, *, dynamic: bool = True,
     return torch.export.export(model.eval(), (_trace_example(model, example, dynamic),), **kwargs)
 
 
-def to_onnx(model: SpecgraphNet, path: str | Path, example: torch.Tensor, *, dynamic: bool = True,
+def to_onnx(model: SpecgraphModel, path: str | Path, example: torch.Tensor, *, dynamic: bool = True,
             **kwargs: Any) -> Path:
     """Write an ONNX file: input ``images``, outputs ``level_3`` ... ``level_7`` (the levels in order).
 

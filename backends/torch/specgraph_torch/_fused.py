@@ -1,4 +1,4 @@
-"""The inference lowering: a :class:`SpecgraphNet` rewritten into fewer, fused kernels.
+"""The inference lowering: a :class:`SpecgraphModel` rewritten into fewer, fused kernels.
 
 Same function, less memory traffic (eager PyTorch on CPU is bound by it):
 
@@ -38,12 +38,12 @@ from ._layers import (
     ConvNormAct,
     MaxPoolSame,
     OpChain,
-    SqueezeExcitation,
+    SqueezeExcite,
     UpsampleNearest,
     fuse_inputs,
     same_padding,
 )
-from ._model import SpecgraphNet
+from ._model import SpecgraphModel
 from ._ops import ACTIVATIONS
 
 __all__ = ["InferenceNet", "onednn_available"]
@@ -325,7 +325,7 @@ def _residual_addend(shortcut: FusedConv | None, x: torch.Tensor, x_is_scratch: 
 
 
 class _SqueezeExcitation(nn.Module):
-    def __init__(self, se: SqueezeExcitation) -> None:
+    def __init__(self, se: SqueezeExcite) -> None:
         super().__init__()
         for name in ("reduce", "expand"):
             conv = getattr(se, name)
@@ -367,7 +367,7 @@ class _Unit(nn.Module):
             if isinstance(module, ConvNormAct):
                 host = hosted and i == len(unit.branch_roles) - 1
                 ops.append(_fold(module, onednn, post_act if host else True))
-            elif isinstance(module, SqueezeExcitation):
+            elif isinstance(module, SqueezeExcite):
                 ops.append(_SqueezeExcitation(module))
             else:
                 raise BackendError(f"InferenceNet cannot lower unit op {role!r} ({type(module).__name__})")
@@ -447,13 +447,13 @@ class _Block(nn.Module):
 
 
 class InferenceNet(nn.Module):
-    """A fused, inference-only copy of a :class:`SpecgraphNet` (see the module docstring).
+    """A fused, inference-only copy of a :class:`SpecgraphModel` (see the module docstring).
 
     ``forward(images)`` returns the same ``{level: feature map}`` as the source model in
     eval mode, within float rounding; it runs without autograd.
     """
 
-    def __init__(self, model: SpecgraphNet, channels_last: bool = True, onednn: bool | None = None) -> None:
+    def __init__(self, model: SpecgraphModel, channels_last: bool = True, onednn: bool | None = None) -> None:
         super().__init__()
         model = copy.deepcopy(model).eval()  # the source keeps its parameters
         self.plan = model.plan
@@ -494,7 +494,7 @@ class InferenceNet(nn.Module):
 
     def train(self, mode: bool = True) -> InferenceNet:
         if mode:
-            raise RuntimeError("InferenceNet is inference-only (batch norm is folded); train the SpecgraphNet")
+            raise RuntimeError("InferenceNet is inference-only (batch norm is folded); train the SpecgraphModel")
         return super().train(False)
 
     @torch.no_grad()

@@ -21,7 +21,7 @@ from specgraph import ArgumentError, Problem, WeightsError
 from specgraph._weights import Target, read_npz
 from specgraph.backend_api import LoadReport, fuse_slot, op_slot, select_weights, unit_slot
 
-from ._model import SpecgraphNet
+from ._model import SpecgraphModel
 from ._weights import as_numpy, copy_into, from_tf_layout, numpy_dtype, require_model, tf_shape, to_tf_layout
 
 __all__ = ["load_structural", "structural_name", "to_structural"]
@@ -62,7 +62,7 @@ def _layouts(model: nn.Module) -> dict[str, str]:
             for key, t in model.state_dict().items()}
 
 
-def to_structural(model: SpecgraphNet) -> dict[str, np.ndarray]:
+def to_structural(model: SpecgraphModel) -> dict[str, np.ndarray]:
     """Every weight and BN statistic as ``{shared name: array}`` (TensorFlow layouts)."""
     require_model(model)
     layouts = _layouts(model)
@@ -80,7 +80,7 @@ def _is_state_dict(names: list[str]) -> bool:
     return bool(names) and all(name.startswith("nodes.") for name in names)
 
 
-def load_structural(model: SpecgraphNet, arrays: Mapping[str, Any] | str | os.PathLike[str], *, strict: bool = True,
+def load_structural(model: SpecgraphModel, arrays: Mapping[str, Any] | str | os.PathLike[str], *, strict: bool = True,
                     prefix: str = "") -> LoadReport:
     """Load ``{shared name: array}`` (or an ``.npz`` path) into ``model``; all or nothing.
 

@@ -28,7 +28,7 @@ __all__ = [
     "ConvNormAct",
     "MaxPoolSame",
     "OpChain",
-    "SqueezeExcitation",
+    "SqueezeExcite",
     "StochasticDepth",
     "UpsampleNearest",
     "fuse_inputs",
@@ -228,7 +228,7 @@ class StochasticDepth(nn.Module):
         return f"rate={self.rate}"
 
 
-class SqueezeExcitation(nn.Module):
+class SqueezeExcite(nn.Module):
     """``x * gate(expand(inner(reduce(mean_hw(x)))))``; the only convs with a bias."""
 
     def __init__(self, channels: int, se_channels: int, inner: Callable[[torch.Tensor], torch.Tensor],
@@ -260,7 +260,7 @@ def _conv_op(make_norm: Callable[[int], nn.Module], make_act: Callable[[], nn.Mo
 def _squeeze_excite_op(make_norm: Callable[[int], nn.Module], make_act: Callable[[], nn.Module],
                        kernels: Mapping[str, Any], channels: int, se_channels: int, inner: str,
                        gate: str) -> nn.Module:
-    return SqueezeExcitation(channels, se_channels, kernels[inner], kernels[gate])
+    return SqueezeExcite(channels, se_channels, kernels[inner], kernels[gate])
 
 
 UNIT_OP_MODULES: dict[str, Callable[..., nn.Module]] = {"conv": _conv_op, "squeeze_excite": _squeeze_excite_op}

@@ -29,7 +29,7 @@ from ._blocks import make_unit
 from ._layers import BlockNode, ConvNormAct, MaxPoolSame, OpChain, UpsampleNearest
 from ._ops import make_activation, make_norm
 
-__all__ = ["OPTIONS", "Feature", "FeatureInfo", "FrozenBatchNorm2d", "ShapeSpec", "SpecgraphNet", "compile"]
+__all__ = ["OPTIONS", "Feature", "FeatureInfo", "FrozenBatchNorm2d", "ShapeSpec", "SpecgraphModel", "compile"]
 
 # compile() options: Model Garden's names and defaults (None: take the plan's value), shared with
 # every backend and validated in the core.
@@ -87,14 +87,14 @@ _OpChain = OpChain
 _BlockNode = BlockNode
 
 
-class SpecgraphNet(nn.Module):
+class SpecgraphModel(nn.Module):
     """A planned network. ``forward(images)`` (NCHW) returns ``{level: feature map}``."""
 
     def __init__(self, plan: Plan, *, activation: str | None = None, stochastic_depth_drop_rate: float = 0.0,
                  norm_momentum: float | None = None, norm_epsilon: float | None = None,
                  use_sync_bn: bool = False, frozen_bn: bool = False, freeze_at: int = 0) -> None:
         super().__init__()
-        check_options({"frozen_bn": frozen_bn, "freeze_at": freeze_at}, "SpecgraphNet()", plan=plan)
+        check_options({"frozen_bn": frozen_bn, "freeze_at": freeze_at}, "SpecgraphModel()", plan=plan)
         frozen = frozen_nodes(plan, freeze_at)  # checked before anything is built
         self.plan = plan
         self.activation = activation or plan.activation
@@ -209,8 +209,8 @@ class SpecgraphNet(nn.Module):
 def compile(plan: Plan | Spec | str, *, min_level: int | None = None, max_level: int | None = None,  # noqa: A001
             levels: Sequence[int] | None = None, variant: str | None = None,
             input_size: int | Sequence[int] | str = (640, 640), spec: Spec | None = None,
-            **options: Any) -> SpecgraphNet:
-    """Lower a plan to a :class:`SpecgraphNet` (the ``specgraph.backends`` entry point ``torch``).
+            **options: Any) -> SpecgraphModel:
+    """Lower a plan to a :class:`SpecgraphModel` (the ``specgraph.backends`` entry point ``torch``).
 
     With a Spec (or spec name) the levels (``min_level``, ``max_level``, or a selection such as
     ``levels=[3, 5]``) replan it; with a Plan they must match it. ``frozen_bn`` and ``freeze_at``
@@ -236,5 +236,5 @@ def compile(plan: Plan | Spec | str, *, min_level: int | None = None, max_level:
     check_options(options, plan=plan)
     if options.pop("check_memory", True):
         check_memory(plan)
-    return SpecgraphNet(plan, **options)
+    return SpecgraphModel(plan, **options)
 

@@ -1,4 +1,4 @@
-"""Model Garden weights -> a :class:`SpecgraphNet`, mapped by structure.
+"""Model Garden weights -> a :class:`SpecgraphModel`, mapped by structure.
 
 Keras names layers by per-class counters in creation order. We replay Model Garden's
 creation order from the plan: the stem conv, then per block its inputs' resampling
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from specgraph import ArgumentError, Conv, Node, Plan, PlanError, Problem, WeightsError
+from specgraph import ArgumentError, Conv, Node, Plan, Problem, WeightsError
 from specgraph._weights import Target, convert_weights, read_npz
-from specgraph.backend_api import MODELGARDEN_BLOCKS, levels_of, modelgarden_backbone
+from specgraph.backend_api import MODELGARDEN_BLOCKS, modelgarden_backbone, modelgarden_plan
 
-from ._model import SpecgraphNet
+from ._model import SpecgraphModel
 
 # WeightsError is specgraph.WeightsError, re-exported under the name this package always had.
 __all__ = ["WeightsError", "load_modelgarden_weights", "modelgarden_kwargs", "modelgarden_names"]
@@ -93,7 +93,7 @@ def _unit_entries(entries: list[_Entry], block: _Ref, unit: Any, prefix: str) ->
         _conv_bn(entries, block, block if op.norm else None, f"{prefix}.{role}", op.depthwise, cname, bname)
     se_role = mg.squeeze_excite[0] if mg.squeeze_excite is not None else None
     if se_role in ops:
-        for name in ("reduce", "expand"):  # the torch SqueezeExcitation's convs, in Model Garden's order
+        for name in ("reduce", "expand"):  # the torch SqueezeExcite's convs, in Model Garden's order
             inner = f"squeeze_excitation/{_name('conv2d', conv.next('conv'))}"
             entries.append(_Entry(block, inner, "kernel", f"{prefix}.{se_role}.{name}.weight", "conv"))
             entries.append(_Entry(block, inner, "bias", f"{prefix}.{se_role}.{name}.bias", "vector"))
@@ -115,21 +115,6 @@ def _unpruned(plan: Plan) -> tuple[Node, ...]:
     return plan.unpruned_nodes
 
 
-def _contiguous(plan: Plan) -> Plan:
-    """What Model Garden builds for ``plan``: endpoints at every level of ``min_level..max_level``.
-
-    A level selection (``levels=[3, 5]``) is the same network less some endpoints and the blocks
-    only they need; Model Garden has no such option, so its layers (and name counters) are those
-    of the contiguous plan, which the plan rebuilds from its own pruned nodes (``Plan.contiguous``).
-    """
-    try:
-        return plan.contiguous()
-    except PlanError as exc:
-        raise WeightsError(Problem(f"Model Garden weights for levels {list(levels_of(plan))} need the network of "
-                                   f"levels {plan.min_level}..{plan.max_level}: {exc.problems[0].message}",
-                                   f"{plan.spec_name} {plan.variant}")) from None
-
-
 def _node_of(torch_key: str) -> str:
     return torch_key.split(".", 2)[1]  # nodes.<node>.…; a module name never holds a dot
 
@@ -137,7 +122,7 @@ def _node_of(torch_key: str) -> str:
 def modelgarden_names(plan: Plan) -> list[_Entry]:
     """Every Model Garden variable of the plan's network, with the torch state-dict key it maps to."""
     ArgumentError.expect(plan, Plan, "plan", "a Plan (specgraph.plan)")
-    return [e for e in _modelgarden_entries(_contiguous(plan)) if _node_of(e.torch_key) in plan]
+    return [e for e in _modelgarden_entries(modelgarden_plan(plan)) if _node_of(e.torch_key) in plan]
 
 
 def _modelgarden_entries(plan: Plan) -> list[_Entry]:
@@ -239,7 +224,7 @@ def _read(source: Any, plan: Plan) -> tuple[dict[str, Any], str | None]:
 
 
 def require_model(model: Any) -> None:
-    ArgumentError.expect(model, SpecgraphNet, "model", "a SpecgraphNet (specgraph_torch.compile)")
+    ArgumentError.expect(model, SpecgraphModel, "model", "a SpecgraphModel (specgraph_torch.compile)")
 
 
 def _resolve(entries: list[_Entry], names: set[str]) -> dict[str, _Entry]:
@@ -302,7 +287,7 @@ def copy_into(model: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
             state[key].copy_(tensor)
 
 
-def load_modelgarden_weights(model: SpecgraphNet, source: Any) -> SpecgraphNet:
+def load_modelgarden_weights(model: SpecgraphModel, source: Any) -> SpecgraphModel:
     """Copy Model Garden weights into ``model``; all or nothing.
 
     ``source``: a built Model Garden Keras model, a ``tf.train.Checkpoint(model=...)``
@@ -312,7 +297,7 @@ def load_modelgarden_weights(model: SpecgraphNet, source: Any) -> SpecgraphNet:
     is left as it was.
     """
     require_model(model)
-    full = _contiguous(model.plan)  # a level selection reads the Model Garden network of min..max_level
+    full = modelgarden_plan(model.plan)  # a level selection reads the Model Garden network of min..max_level
     values, file = _read(source, full)
     mapping = _resolve(_modelgarden_entries(full), set(values))
     # Variables of the nodes a level selection does not build: in the source, not in the model.

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._model import SpecgraphNet
+from ._model import SpecgraphModel
 
 __all__ = ["TorchvisionBackbone", "anchor_generator"]
 
@@ -19,7 +19,7 @@ class TorchvisionBackbone(nn.Module):
     Level keys ("3".."7") keep their order from fine to coarse, matching one anchor size per level.
     """
 
-    def __init__(self, model: SpecgraphNet) -> None:
+    def __init__(self, model: SpecgraphModel) -> None:
         super().__init__()
         self.body = model
         self.out_channels = model.out_channels
@@ -29,7 +29,7 @@ class TorchvisionBackbone(nn.Module):
         return OrderedDict(self.body(x))
 
 
-def anchor_generator(model: SpecgraphNet | TorchvisionBackbone, scales: int = 3, base: float = 4.0,
+def anchor_generator(model: SpecgraphModel | TorchvisionBackbone, scales: int = 3, base: float = 4.0,
                      aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)) -> Any:
     """RetinaNet's usual anchors: per level, ``base * stride * 2**(k/scales)`` for k < scales."""
     from torchvision.models.detection.anchor_utils import AnchorGenerator
