@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import networkx as nx
 
 from ._errors import ArgumentError, GraphError, Problem
-from ._schema import Spec
+from ._schema import Spec, missing_fields
+from ._text import format_path
 
 __all__ = ["ENDPOINT_PREFIX", "RESERVED_NAMES", "SpecGraph", "build_graph", "expansion"]
 
@@ -84,6 +85,8 @@ class _Builder:
 
     def _check_settings(self) -> None:
         spec = self.spec
+        for loc, why in missing_fields(spec):
+            self.fail(format_path(loc), f"required field is missing: {why}")
         if spec.default_variant is not None and spec.default_variant not in spec.variants:
             self.fail("default_variant", f"no variant {spec.default_variant!r}; known: {', '.join(spec.variants)}")
         if spec.endpoints.min_level > spec.endpoints.max_level:
@@ -107,7 +110,7 @@ class _Builder:
                           f"(a stride-2 block); got {block.level}")
             level = block.level
             self._add_node(dag, block.name, path, kind="stem", index=i, level=block.level, type=block.type,
-                           output=False)
+                           output=block.output, repeats=block.repeats)
             if previous is not None:
                 dag.add_edge(previous, block.name, kind="input", slot=0)
             previous = block.name
@@ -128,7 +131,7 @@ class _Builder:
             path = f"blocks[{i}]"
             self._check_level(path, block.level)
             self._add_node(dag, block.name, path, kind="block", index=i, level=block.level, type=block.type,
-                           output=block.output)
+                           output=block.output, repeats=block.repeats)
         known = list(dag.nodes)
         for i, block in enumerate(blocks):
             if dag.nodes.get(block.name, {}).get("path") != f"blocks[{i}]":
@@ -164,12 +167,14 @@ class _Builder:
 
     def _check_outputs(self, dag: nx.DiGraph) -> None:
         owner: dict[int, str] = {}
-        for i, block in enumerate(self.spec.blocks):
+        marked = [(f"stem.blocks[{i}]", b) for i, b in enumerate(self.spec.stem.blocks)] + \
+            [(f"blocks[{i}]", b) for i, b in enumerate(self.spec.blocks)]
+        for path, block in marked:
             if not block.output:
                 continue
             if block.level in owner:
                 first = owner[block.level]
-                self.fail(f"blocks[{i}].output", f"level {block.level} already has output block {first!r} "
+                self.fail(f"{path}.output", f"level {block.level} already has output block {first!r} "
                           f"({dag.nodes[first]['path']}); one output per level")
             else:
                 owner[block.level] = block.name
@@ -184,6 +189,11 @@ class _Builder:
         levels = {dag.nodes[n]["level"] for n in dag}
         for name, variant in spec.variants.items():
             path = f"variants.{name}" if name.isidentifier() else f'variants."{name}"'
+            for block in variant.repeats or {}:
+                if block not in dag:
+                    guess = difflib.get_close_matches(block, list(dag), n=1)
+                    hint = f"did you mean {guess[0]!r}? " if guess else ""
+                    self.fail(f"{path}.repeats.{block}", f"no block named {block!r}; {hint}known: {', '.join(dag)}")
             scale = variant.filter_size_scale
             for level in sorted(levels & set(spec.filters)):
                 if int(spec.filters[level] * scale) < 1:

@@ -25,29 +25,13 @@ except ModuleNotFoundError:  # Python 3.10
 from pydantic import ValidationError
 
 from ._errors import ArgumentError, Problem, SpecSyntaxError, SpecValidationError
-from ._schema import Spec
-from ._text import brief, visible
+from ._schema import Spec, missing_fields
+from ._text import brief, format_path, visible
 from ._writer import dumps
 
 __all__ = ["LIMITS", "Limits", "builtin_specs", "dumps", "format_path", "load"]
 
 _SUFFIXES = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
-
-
-def format_path(loc: tuple | list) -> str:
-    """``('blocks', 7, 'inputs', 1)`` -> ``blocks[7].inputs[1]``."""
-    out = ""
-    for i, part in enumerate(loc):
-        if i == 1 and loc[0] == "filters" and isinstance(part, str) and re.fullmatch("-?[0-9]+", part):
-            part = int(part)  # a level key, whether the format wrote it as a number or a string
-        if isinstance(part, int) and not isinstance(part, bool):
-            out += f"[{part}]"
-        else:
-            part = str(part)
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
-                part = json.dumps(part)
-            out += f".{part}" if out else part
-    return out
 
 
 @dataclass
@@ -503,6 +487,10 @@ def validate_data(data: Mapping[str, Any], source: Source | None = None, *, limi
     except ValidationError as exc:
         problems = [_describe(e, source) for e in exc.errors()]
         raise SpecValidationError(problems) from None
+    missing = missing_fields(spec)
+    if missing:
+        raise SpecValidationError([source.problem(format_path(loc), f"required field is missing: {why}")
+                                   for loc, why in missing])
     spec._source = source
     build_graph(spec)  # semantic checks: references, cycles, levels, outputs
     return spec

@@ -15,7 +15,8 @@ from typing import Any
 from ._errors import PlanError, Problem, WeightsError
 from ._plan import Plan
 
-__all__ = ["MODELGARDEN_BACKBONES", "MODELGARDEN_BLOCKS", "ModelGardenBlock", "modelgarden_backbone",
+__all__ = ["MODELGARDEN_BACKBONES", "MODELGARDEN_BLOCKS", "ModelGardenBackbone", "ModelGardenBlock",
+           "modelgarden_backbone",
            "modelgarden_plan"]
 
 
@@ -48,31 +49,55 @@ MODELGARDEN_BLOCKS: dict[str, ModelGardenBlock] = {
 }
 
 
-# Built-in spec name -> Model Garden's backbone: (module, class, the ``SCALING_MAP`` keys its constructor takes).
-# The module is imported by a backend (it needs TensorFlow); its ``SCALING_MAP`` is the variant table.
-MODELGARDEN_BACKBONES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "spinenet": ("official.vision.modeling.backbones.spinenet", "SpineNet",
-                 ("endpoints_num_filters", "resample_alpha", "block_repeats", "filter_size_scale")),
-    "spinenet_mobile": ("official.vision.modeling.backbones.spinenet_mobile", "SpineNetMobile",
-                        ("endpoints_num_filters", "block_repeats", "filter_size_scale")),
+@dataclass(frozen=True)
+class ModelGardenBackbone:
+    """How Model Garden builds a built-in spec's network: ``module.class_name(**arguments)``."""
+
+    module: str  # imported by a backend (it needs TensorFlow)
+    class_name: str
+    table: str  # the module's variant table, keyed by variant: SCALING_MAP, RESNET_SPECS
+    row_arguments: tuple[str, ...] = ()  # constructor arguments read from the variant's row of ``table``
+    variant_argument: str | None = None  # the constructor argument that is the variant itself (ResNet's model_id)
+    takes_levels: bool = True  # min_level / max_level (ResNet has none: its endpoints are levels 2..5)
+
+
+# Built-in spec name -> Model Garden's backbone. The variant tables themselves stay Model Garden's.
+MODELGARDEN_BACKBONES: dict[str, ModelGardenBackbone] = {
+    "spinenet": ModelGardenBackbone(
+        "official.vision.modeling.backbones.spinenet", "SpineNet", "SCALING_MAP",
+        ("endpoints_num_filters", "resample_alpha", "block_repeats", "filter_size_scale")),
+    "spinenet_mobile": ModelGardenBackbone(
+        "official.vision.modeling.backbones.spinenet_mobile", "SpineNetMobile", "SCALING_MAP",
+        ("endpoints_num_filters", "block_repeats", "filter_size_scale")),
+    "resnet": ModelGardenBackbone(
+        "official.vision.modeling.backbones.resnet", "ResNet", "RESNET_SPECS", variant_argument="model_id",
+        takes_levels=False),
 }
 
 
-def modelgarden_backbone(plan: Plan, scaling_maps: Callable[[str], Mapping[str, Mapping[str, Any]]]
+def modelgarden_backbone(plan: Plan, tables: Callable[[str, str], Mapping[Any, Any]]
                          ) -> tuple[str, str, dict[str, Any]]:
     """Model Garden's module, class name and constructor arguments for ``plan``'s network.
 
-    ``scaling_maps(module)`` returns that Model Garden module's ``SCALING_MAP`` (the backend imports it).
+    ``tables(module, table)`` returns that Model Garden module's variant table (the backend imports it).
     A :class:`WeightsError` when Model Garden has no such spec or variant.
     """
     entry = MODELGARDEN_BACKBONES.get(plan.spec_name)
-    scaling = scaling_maps(entry[0]).get(plan.variant) if entry is not None else None
-    if entry is None or scaling is None:
+    key: Any = plan.variant
+    if entry is not None and entry.variant_argument is not None:
+        key = int(plan.variant) if plan.variant.isdigit() else None
+    row = tables(entry.module, entry.table).get(key) if entry is not None else None
+    if entry is None or row is None:
         raise WeightsError(Problem("no Model Garden model has this spec and variant",
                                    f"{plan.spec_name} {plan.variant}"))
-    common = {"min_level": plan.min_level, "max_level": plan.max_level, "activation": plan.activation,
-              "norm_momentum": plan.norm_momentum, "norm_epsilon": plan.norm_epsilon}
-    return entry[0], entry[1], {**common, **{key: scaling[key] for key in entry[2]}}
+    arguments: dict[str, Any] = {"activation": plan.activation, "norm_momentum": plan.norm_momentum,
+                                 "norm_epsilon": plan.norm_epsilon}
+    if entry.takes_levels:
+        arguments.update(min_level=plan.min_level, max_level=plan.max_level)
+    if entry.variant_argument is not None:
+        arguments[entry.variant_argument] = key
+    arguments.update({name: row[name] for name in entry.row_arguments})
+    return entry.module, entry.class_name, arguments
 
 
 def modelgarden_plan(plan: Plan) -> Plan:

@@ -269,7 +269,7 @@ class Plan:
     activation: str
     norm_momentum: float
     norm_epsilon: float
-    endpoints_num_filters: int
+    endpoints_num_filters: int | None  # None: no endpoint convs (the endpoints keep their blocks' channels)
     nodes: tuple[Node, ...]
     endpoints: tuple[tuple[str, str], ...]  # (level key "3", endpoint node name)
     pruned: tuple[str, ...] = field(default=())

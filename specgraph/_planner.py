@@ -216,13 +216,14 @@ class _Planner:
         self.nodes["stem"] = Node("stem", "stem", level, _size_at(self.size, level), channels, ops=tuple(ops),
                                   spec_path="stem")
 
-    def _units(self, block_type: str, in_channels: int, level: int, in_level: int) -> tuple[Unit, ...]:
+    def _units(self, block_type: str, in_channels: int, level: int, in_level: int,
+               repeats: int) -> tuple[Unit, ...]:
         filters = self.filters(level)
         out = filters * expansion(block_type)
         size, in_size = _size_at(self.size, level), _size_at(self.size, in_level)
         stride = 2 ** (level - in_level)
         units = []
-        for _ in range(self.variant.block_repeats):
+        for _ in range(repeats):
             if block_type == "mbconv":
                 ratio, se = self.variant.expand_ratio, self.variant.se_ratio
                 expand = ratio > 1
@@ -239,13 +240,18 @@ class _Planner:
             in_channels, in_size, stride = out, size, 1
         return tuple(units)
 
+    def _repeats(self, name: str, attrs: dict) -> int:
+        """Units in a block group: the variant's per-block table, the block's own, the variant's default."""
+        return (self.variant.repeats or {}).get(name) or attrs["repeats"] or self.variant.block_repeats
+
     def _stem_block(self, name: str, attrs: dict) -> None:
         previous = list(self.nodes.values())[-1]
         level = attrs["level"]
-        units = self._units(attrs["type"], previous.channels, level, previous.level)
+        units = self._units(attrs["type"], previous.channels, level, previous.level, self._repeats(name, attrs))
         edge = Edge(previous.name, name, "chain", (), previous.level, level)
         self.nodes[name] = Node(name, "stem_block", level, units[-1].size, units[-1].out_channels, (edge,),
-                                block_type=attrs["type"], units=units, spec_path=attrs["path"])
+                                block_type=attrs["type"], units=units, spec_path=attrs["path"],
+                                output_level=level if attrs["output"] else None)
 
     def _block(self, name: str, attrs: dict, body_count: int) -> None:
         dag, spec = self.graph.dag, self.spec
@@ -256,7 +262,7 @@ class _Planner:
             parent = self.nodes[source]
             ops = self._resample(parent, level, channels) if data["kind"] == "input" else ()
             edges.append(Edge(source, name, data["kind"], ops, parent.level, level))
-        units = self._units(block_type, channels, level, level)
+        units = self._units(block_type, channels, level, level, self._repeats(name, attrs))
         self.nodes[name] = Node(
             name, "block", level, _size_at(self.size, level), channels, tuple(edges),
             block_type=block_type, units=units, fusion=spec.fusion.method,
@@ -291,6 +297,8 @@ class _Planner:
     def _endpoint(self, level: int, source: str) -> None:
         parent = self.nodes[source]
         name = f"{ENDPOINT_PREFIX}{level}"
-        conv = Conv(parent.channels, self.variant.endpoints_num_filters, 1, 1, parent.size)
-        self.nodes[name] = Node(name, "endpoint", level, parent.size, conv.out_channels,
-                                (Edge(source, name, "chain", (), level, level),), ops=(conv,))
+        ops: tuple[Op, ...] = ()
+        if self.spec.endpoints.conv:
+            ops = (Conv(parent.channels, self.variant.endpoints_num_filters, 1, 1, parent.size),)
+        self.nodes[name] = Node(name, "endpoint", level, parent.size, ops[-1].out_channels if ops else parent.channels,
+                                (Edge(source, name, "chain", (), level, level),), ops=ops)

@@ -42,6 +42,7 @@ __all__ = [
     "StemConv",
     "StemPool",
     "Variant",
+    "missing_fields",
 ]
 
 MAX_LEVEL = 12  # stride 4096; far beyond any detector, but keeps sizes and loops bounded
@@ -113,12 +114,18 @@ class StemPool(_Model):
     stride: Stride = 2
 
 
+Repeats = Annotated[Int, Field(ge=1, le=64)]
+
+
 class StemBlock(_Model):
-    """One stem block group; consumes the previous stem output."""
+    """One block group of the stem chain; consumes the previous one's output (the stem conv's for the
+    first). One level above the previous, its first unit strides down (ResNet's stages)."""
 
     name: Name | None = None
     level: Level
     type: BlockType
+    repeats: Repeats | None = None  # units in the group; default: the variant's block_repeats
+    output: Flag = False  # its output is the endpoint of its level
 
 
 class Stem(_Model):
@@ -135,6 +142,7 @@ class Block(_Model):
     type: BlockType
     inputs: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=8)]
     output: Flag = False
+    repeats: Repeats | None = None  # units in the group; default: the variant's block_repeats
 
 
 class Resample(_Model):
@@ -175,17 +183,23 @@ class Endpoints(_Model):
 
     min_level: Level = 3
     max_level: Level = 7
+    # A 1x1 conv + norm + act to the variant's endpoints_num_filters on every endpoint (SpineNet);
+    # false: the endpoints are the output blocks' features as they are (ResNet).
+    conv: Flag = True
 
 
 class Variant(_Model):
     """One row of the scaling table (Model Garden's ``SCALING_MAP``)."""
 
-    endpoints_num_filters: Channels
+    endpoints_num_filters: Channels | None = None  # needed when [endpoints] conv = true
     filter_size_scale: Annotated[Float, Field(gt=0.0, le=16.0)] = 1.0
     resample_alpha: Annotated[Float, Field(gt=0.0, le=16.0)] = 0.5
     block_repeats: Annotated[Int, Field(ge=1, le=64)] = 1
     expand_ratio: Annotated[Float, Field(ge=1.0, le=32.0)] = 6.0
     se_ratio: Annotated[Float, Field(ge=0.0, le=1.0)] = 0.0  # 0 = no squeeze-excitation
+    # Units per named block group, over the block's own ``repeats`` and ``block_repeats``: how
+    # ResNet-101 differs from ResNet-50 (``{ res4 = 23 }``).
+    repeats: Annotated[dict[Name, Repeats], Field(max_length=1024)] | None = None
 
 
 class Spec(_Model):
@@ -202,7 +216,8 @@ class Spec(_Model):
     norm: Norm = Norm()
     endpoints: Endpoints = Endpoints()
     variants: Annotated[dict[Name, Variant], Field(min_length=1, max_length=MAX_VARIANTS)]
-    blocks: Annotated[list[Block], Field(min_length=1, max_length=1024)]
+    # Empty for a backbone that is only a stem chain (ResNet).
+    blocks: Annotated[list[Block], Field(max_length=1024)] = []
 
     _source: object = PrivateAttr(default=None)
     _graph: object = PrivateAttr(default=None)
@@ -265,3 +280,21 @@ class Spec(_Model):
 
         # Jupyter shows the default variant, or the first one of a table without a default.
         return render_svg(plan(self, self.default_variant or next(iter(self.variants))))
+
+
+def missing_fields(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
+    """Fields that are optional in general but needed by the rest of this spec: ``(location, why)``.
+
+    The loader reports them as missing fields at their place in the file; the graph builder checks
+    them too, for a ``Spec`` made in Python."""
+    missing: list[tuple[tuple[str | int, ...], str]] = []
+    if not spec.blocks and not any(block.output for block in spec.stem.blocks):
+        missing.append((("blocks",), "at least 1 item is needed: no stem block is an output (`output = true`), "
+                                     "so body blocks must give the endpoints"))
+    if spec.endpoints.conv:
+        for name, variant in spec.variants.items():
+            if variant.endpoints_num_filters is None:
+                missing.append((("variants", name, "endpoints_num_filters"),
+                                "the endpoints' 1x1 convs need their filters; or set `conv = false` under "
+                                "[endpoints] for bare endpoints"))
+    return missing

@@ -12,11 +12,12 @@ non-characters U+FFFE / U+FFFF.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from functools import cache
 
-__all__ = ["brief", "first_unsafe", "visible"]
+__all__ = ["brief", "first_unsafe", "format_path", "visible"]
 
 _UNSAFE_CATEGORIES = {"Cc": "a control character", "Cf": "a format character", "Cs": "a surrogate",
                       "Co": "a private-use character", "Cn": "an unassigned code point",
@@ -66,3 +67,19 @@ def brief(value: object, limit: int = 80) -> str:
         return f"an integer of about {int(value.bit_length() * 0.30103) + 1:,} digits"
     text = visible(repr(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_path(loc: tuple | list) -> str:
+    """``('blocks', 7, 'inputs', 1)`` -> ``blocks[7].inputs[1]``."""
+    out = ""
+    for i, part in enumerate(loc):
+        if i == 1 and loc[0] == "filters" and isinstance(part, str) and re.fullmatch("-?[0-9]+", part):
+            part = int(part)  # a level key, whether the format wrote it as a number or a string
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+        else:
+            part = str(part)
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+                part = json.dumps(part)
+            out += f".{part}" if out else part
+    return out

@@ -19,6 +19,7 @@ from ._memory import available_memory, check_memory, format_bytes
 from ._mg_blocks import (
     MODELGARDEN_BACKBONES,
     MODELGARDEN_BLOCKS,
+    ModelGardenBackbone,
     ModelGardenBlock,
     modelgarden_backbone,
     modelgarden_plan,
@@ -44,6 +45,7 @@ __all__ = [
     "LoadReport",
     "MODELGARDEN_BACKBONES",
     "MODELGARDEN_BLOCKS",
+    "ModelGardenBackbone",
     "ModelGardenBlock",
     "Namespace",
     "UNIT_TYPES",

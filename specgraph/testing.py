@@ -215,6 +215,7 @@ _SMALL_SPEC: dict[str, Any] = {
 CONFORMANCE_CASES: list[tuple[str, Any, str | None, tuple[int, int]]] = [
     ("spinenet-49S", "spinenet", "49S", (64, 96)),
     ("mobile-49XS", "spinenet_mobile", "49XS", (64, 96)),
+    ("resnet-50", "resnet", "50", (72, 104)),  # a stage chain with bare endpoints
     ("small", _SMALL_SPEC, None, (48, 80)),
 ]
 

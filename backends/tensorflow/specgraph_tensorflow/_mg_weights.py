@@ -128,7 +128,8 @@ def modelgarden_arrays(model: Any, mg: Any) -> tuple[dict[str, Any], list[Proble
 
 def modelgarden_reference(plan: Plan, *, fixed_size: bool = True) -> Any:
     """A Model Garden model with ``plan``'s architecture (for restoring its checkpoints)."""
-    module, class_name, kwargs = modelgarden_backbone(plan, lambda name: importlib.import_module(name).SCALING_MAP)
+    module, class_name, kwargs = modelgarden_backbone(
+        plan, lambda module, table: getattr(importlib.import_module(module), table))
     shape = [None, *plan.input_size, plan.input_channels] if fixed_size else [None, None, None, plan.input_channels]
     backbone = getattr(importlib.import_module(module), class_name)
     return backbone(input_specs=tf_keras.layers.InputSpec(shape=shape), **kwargs)

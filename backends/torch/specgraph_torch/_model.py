@@ -198,7 +198,8 @@ class SpecgraphModel(nn.Module):
         return 2**self.plan.max_level
 
     @property
-    def out_channels(self) -> int:
+    def out_channels(self) -> int | None:
+        """The endpoints' channels (torchvision's contract); None when they differ per level (no endpoint convs)."""
         return self.plan.endpoints_num_filters
 
     def extra_repr(self) -> str:

@@ -171,7 +171,8 @@ def _conv_bn_ghost(top: _Counter, node: Any) -> None:
 def modelgarden_kwargs(plan: Plan) -> tuple[str, dict[str, Any]]:
     """The Model Garden class name and constructor kwargs that build the plan's network."""
     ArgumentError.expect(plan, Plan, "plan", "a Plan (specgraph.plan)")
-    _, class_name, kwargs = modelgarden_backbone(plan, lambda module: importlib.import_module(module).SCALING_MAP)
+    _, class_name, kwargs = modelgarden_backbone(
+        plan, lambda module, table: getattr(importlib.import_module(module), table))
     return class_name, kwargs
 
 
