@@ -133,3 +133,16 @@ def test_resnet101_parameters_in_both_backends(backend: str) -> None:
     plugin = specgraph.get_backend(backend)
     model = plugin.compile(specgraph.plan("resnet", "101", (64, 64)))
     assert plugin.count_parameters(model) == MODELGARDEN_COUNTS["101"]
+
+
+def test_torchvision_adapter_refuses_mixed_widths() -> None:
+    """torchvision detectors take one ``out_channels``; ResNet's bare endpoints have four."""
+    pytest.importorskip("specgraph_torch")
+    from specgraph_torch.detection import TorchvisionBackbone
+
+    model = specgraph.compile(specgraph.plan("resnet", "50", (64, 64)), backend="torch")
+    assert model.out_channels is None
+    with pytest.raises(specgraph.BackendError) as info:
+        TorchvisionBackbone(model)
+    assert info.value.problems[0].path == "model"
+    assert "2: 256, 3: 512, 4: 1024, 5: 2048" in str(info.value)

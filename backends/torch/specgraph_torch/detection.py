@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from specgraph import BackendError, Problem
+
 from ._model import SpecgraphModel
 
 __all__ = ["TorchvisionBackbone", "anchor_generator"]
@@ -21,6 +23,11 @@ class TorchvisionBackbone(nn.Module):
 
     def __init__(self, model: SpecgraphModel) -> None:
         super().__init__()
+        if model.out_channels is None:
+            widths = ", ".join(f"{f.level}: {f.channels}" for f in model.feature_info)
+            raise BackendError(Problem(
+                f"torchvision detectors need one width at every level; these endpoints differ ({widths}): "
+                "use a spec with endpoint convs (`[endpoints] conv = true` and endpoints_num_filters)", "model"))
         self.body = model
         self.out_channels = model.out_channels
         self.size_divisibility = model.size_divisibility
