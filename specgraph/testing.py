@@ -29,18 +29,26 @@ TYPES = ["residual", "bottleneck", "mbconv"]
 
 @st.composite
 def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
+    """A random valid spec (plain data). Half are SpineNet-like (a short stem, body blocks give every
+    endpoint), half stage-style (a stem chain of outputs at levels 3..5, as ResNet, with body blocks for
+    levels 6 and 7, repeats per block and per variant, and endpoint convs or bare endpoints)."""
     filters = {lvl: draw(st.integers(4, 48)) for lvl in range(1, 8)}
-    pool = draw(st.booleans())
-    stem_levels = [2] * draw(st.integers(1, 2)) if pool else [1, 2]
+    staged = draw(st.booleans())
+    pool = staged or draw(st.booleans())
+    stem_levels = [2, 3, 4, 5] if staged else [2] * draw(st.integers(1, 2)) if pool else [1, 2]
     stem = [{"name": f"s{i}", "level": lvl, "type": draw(st.sampled_from(TYPES))} for i, lvl in enumerate(stem_levels)]
+    if staged:
+        for block in stem:
+            block["repeats"] = draw(st.integers(1, 2))
+            block["output"] = block["level"] >= 3
     names = [b["name"] for b in stem]
     blocks = []
-    for i in range(draw(st.integers(0, 10))):
+    for i in range(draw(st.integers(0, 3 if staged else 10))):
         inputs = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
         blocks.append({"name": f"n{i}", "level": draw(st.integers(1, 7)), "type": draw(st.sampled_from(TYPES)),
                        "inputs": inputs})
         names.append(f"n{i}")
-    for level in draw(st.permutations(list(range(3, 8)))):
+    for level in draw(st.permutations([6, 7] if staged else list(range(3, 8)))):
         inputs = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
         blocks.append({"name": f"out{level}", "level": level, "type": draw(st.sampled_from(TYPES)),
                        "inputs": inputs, "output": True})
@@ -53,7 +61,9 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         "expand_ratio": draw(st.sampled_from([1.0, 2.5, 6.0])),
         "se_ratio": draw(st.sampled_from([0.0, 0.25])),
     }
-    return {
+    if staged and draw(st.booleans()):
+        variant["repeats"] = {draw(st.sampled_from(names)): draw(st.integers(1, 2))}
+    spec = {
         "name": "random",
         "activation": draw(st.sampled_from(["relu", "swish"])),
         "filters": filters,
@@ -68,6 +78,10 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         "variants": {"v": variant},
         "blocks": blocks,
     }
+    if staged and draw(st.booleans()):
+        spec["endpoints"] = {"conv": False}
+        del variant["endpoints_num_filters"]
+    return spec
 
 
 def imported_modules(source: str) -> set[str]:
