@@ -146,3 +146,39 @@ def test_torchvision_adapter_refuses_mixed_widths() -> None:
         TorchvisionBackbone(model)
     assert info.value.problems[0].path == "model"
     assert "2: 256, 3: 512, 4: 1024, 5: 2048" in str(info.value)
+
+
+def _max_rel(out: dict[str, Any], ref: dict[str, Any]) -> float:
+    return max(float(np.abs(np.asarray(out[k]) - ref[k]).max()) / float(np.abs(ref[k]).max()) for k in ref)
+
+
+@pytest.mark.slow
+def test_onnx_export_runs_at_another_size(tmp_path: Any) -> None:
+    """The torch export path for a stage-style spec: one ONNX graph, named level_2..level_5, any size."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import specgraph_torch
+
+    model = specgraph.compile(specgraph.plan("resnet", "50", (64, 64)), backend="torch").eval()
+    path = specgraph_torch.to_onnx(model, tmp_path / "resnet.onnx", torch.randn(1, 3, 64, 64))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == [f"level_{k}" for k in range(2, 6)]
+    x = torch.randn(2, 3, 100, 150)
+    with torch.no_grad():
+        ref = {k: v.numpy() for k, v in model(x).items()}
+    out = dict(zip([str(k) for k in range(2, 6)], session.run(None, {"images": x.numpy()}), strict=True))
+    assert _max_rel(out, ref) <= 1e-4
+
+
+@pytest.mark.slow
+def test_savedmodel_export(tmp_path: Any) -> None:
+    tf = pytest.importorskip("tensorflow")
+    import specgraph_tensorflow as sgt
+
+    model = sgt.compile(specgraph.plan("resnet", "50", (64, 64)))
+    sgt.export_saved_model(model, str(tmp_path / "saved"))
+    x = np.random.default_rng(3).standard_normal((2, 100, 150, 3)).astype(np.float32)
+    ref = {k: v.numpy() for k, v in model(x, training=False).items()}
+    out = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"](images=tf.constant(x))
+    assert sorted(out) == [f"level_{k}" for k in range(2, 6)]
+    assert _max_rel({k: out[f"level_{k}"].numpy() for k in ref}, ref) <= 1e-5
