@@ -142,6 +142,9 @@ def test_torchvision_adapter_refuses_mixed_widths() -> None:
 
     model = specgraph.compile(specgraph.plan("resnet", "50", (64, 64)), backend="torch")
     assert model.out_channels is None
+    # detectron2 / timm read the widths per level instead: stride 4..32, ResNet's 256..2048 channels
+    assert model.feature_info.channels() == [256, 512, 1024, 2048]
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
     with pytest.raises(specgraph.BackendError) as info:
         TorchvisionBackbone(model)
     assert info.value.problems[0].path == "model"
