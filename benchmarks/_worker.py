@@ -18,7 +18,7 @@ from typing import Any
 
 import specgraph
 
-FAMILY = {"spinenet": "spinenet", "mobile": "spinenet_mobile"}
+FAMILY = {"spinenet": "spinenet", "mobile": "spinenet_mobile", "resnet": "resnet"}
 
 
 def _rss_mb() -> float:
@@ -55,25 +55,12 @@ def _setup_tf(threads: int) -> Any:
     return tf
 
 
-def _modelgarden_model(family: str, variant: str, size: tuple[int, int], min_level: int = 3) -> Any:
-    import tf_keras
+def _modelgarden_model(family: str, variant: str, size: tuple[int, int]) -> Any:
+    """Model Garden's own model of the plan, built from its tables by the TF backend's reference builder
+    (``specgraph.backend_api.MODELGARDEN_BACKBONES``): the benchmark does not restate them."""
+    from specgraph_tensorflow._mg_weights import modelgarden_reference
 
-    shape = tf_keras.layers.InputSpec(shape=[None, size[0], size[1], 3])
-    if family == "spinenet":
-        from official.vision.modeling.backbones import spinenet
-
-        cfg = spinenet.SCALING_MAP[variant]
-        return spinenet.SpineNet(input_specs=shape, min_level=min_level, max_level=7,
-                                 endpoints_num_filters=cfg["endpoints_num_filters"],
-                                 resample_alpha=cfg["resample_alpha"], block_repeats=cfg["block_repeats"],
-                                 filter_size_scale=cfg["filter_size_scale"])
-    from official.vision.modeling.backbones import spinenet_mobile
-
-    cfg = spinenet_mobile.SCALING_MAP[variant]
-    return spinenet_mobile.SpineNetMobile(input_specs=shape, min_level=min_level, max_level=7,
-                                          endpoints_num_filters=cfg["endpoints_num_filters"],
-                                          block_repeats=cfg["block_repeats"],
-                                          filter_size_scale=cfg["filter_size_scale"])
+    return modelgarden_reference(_plan(family, variant, size))
 
 
 def _plan(family: str, variant: str, size: tuple[int, int]) -> specgraph.Plan:
