@@ -129,3 +129,45 @@ def test_factory_builds_the_spec_network_or_refuses(registered, tmp_path):
     paths = {p.path for p in info.value.problems}
     assert paths == {"norm_activation.activation", "norm_activation.norm_epsilon"}
     assert "'relu' but the spec 'mobile_swish' says 'swish'" in str(info.value)
+
+
+def test_resnet_spec_in_modelgardens_resnet_fpn_retinanet(registered):
+    """`spec: resnet` in Model Garden's own ResNet-50-FPN RetinaNet config: the same detector as with Model
+    Garden's ResNet (every parameter; Model Garden's FPN on the spec's level 3..5 endpoints), and with the
+    same weights (the backbone's through load_modelgarden_weights) the same class and box outputs."""
+    import specgraph_tensorflow as sgt
+    from official.core import exp_factory
+    from official.vision.modeling import factory as model_factory
+
+    size = (96, 160)  # non-square; Model Garden's FPN adds 2x-upsampled maps, so a multiple of 2**5
+
+    def retinanet(backbone: dict) -> tf_keras.Model:
+        config = exp_factory.get_exp_config("retinanet_resnetfpn_coco")
+        config.override({"task": {"model": {"input_size": [*size, 3], "backbone": backbone}}}, is_strict=True)
+        config.validate()
+        return model_factory.build_retinanet(tf_keras.layers.InputSpec(shape=[None, *size, 3]), config.task.model)
+
+    mine = retinanet({"type": "specgraph", "specgraph": {"spec": "resnet", "model_id": "50", "min_level": 3,
+                                                         "max_level": 5}})
+    reference = retinanet({"type": "resnet", "resnet": {"model_id": 50}})
+    assert isinstance(mine.backbone, sgt.SpecgraphModel) and type(reference.backbone).__name__ == "ResNet"
+    images = np.random.default_rng(2).normal(size=(2, *size, 3)).astype(np.float32)
+    want = reference(images, training=False)  # builds both detectors' heads
+    before = mine(images, training=False)
+    assert mine.count_params() == reference.count_params()
+    assert mine.backbone.count_params() == 23_561_152 and mine.decoder.count_params() == 3_873_792
+
+    rng = np.random.default_rng(3)
+    for w in reference.backbone.weights:  # BN statistics too, so a mis-mapped one would show
+        w.assign(0.1 * rng.standard_normal(w.shape).astype(np.float32) + ("variance" in w.name or "gamma" in w.name))
+    want = reference(images, training=False)
+    sgt.load_modelgarden_weights(mine.backbone, reference.backbone)
+    mine.decoder.set_weights(reference.decoder.get_weights())
+    mine.head.set_weights(reference.head.get_weights())
+    got = mine(images, training=False)
+    for key in ("cls_outputs", "box_outputs"):
+        assert sorted(got[key]) == sorted(want[key]) == ["3", "4", "5", "6", "7"]
+        for level, ref in want[key].items():
+            scale = float(np.abs(ref).max())
+            assert float(np.abs(before[key][level] - ref).max()) > 1e-2 * scale  # not equal by chance
+            assert float(np.abs(got[key][level] - ref).max()) <= 1e-4 * scale, (key, level)
