@@ -56,6 +56,11 @@ class Conv:
     def depthwise(self) -> bool:
         return self.groups > 1 and self.groups == self.in_channels == self.out_channels
 
+    @property
+    def level_step(self) -> int:
+        """Levels the op moves its input by (log2 of the stride); every reader takes it from here."""
+        return self.stride.bit_length() - 1
+
     def describe(self) -> str:
         kind = "dwconv" if self.depthwise else "conv"
         stride = f"/s{self.stride}" if self.stride > 1 else ""
@@ -70,6 +75,10 @@ class MaxPool:
     size: Size
     op: Literal["maxpool"] = "maxpool"
 
+    @property
+    def level_step(self) -> int:
+        return self.stride.bit_length() - 1
+
     def describe(self) -> str:
         return f"maxpool {self.kernel}x{self.kernel}/s{self.stride}"
 
@@ -81,6 +90,10 @@ class Upsample:
     size: Size
     mode: Literal["nearest"] = "nearest"
     op: Literal["upsample"] = "upsample"
+
+    @property
+    def level_step(self) -> int:
+        return -(self.factor.bit_length() - 1)
 
     def describe(self) -> str:
         return f"up x{self.factor} {self.mode}"
@@ -172,6 +185,11 @@ class Unit:
     expand_channels: int = 0
     se_channels: int = 0
     residual: bool = True
+
+    @property
+    def level_step(self) -> int:
+        """Levels the unit moves its input by (log2 of its stride)."""
+        return self.stride.bit_length() - 1
 
     @property
     def ops(self) -> tuple[UnitOp, ...]:
@@ -367,15 +385,11 @@ class Plan:
                         bad(where, f"takes {op.in_channels} channels, gets {channels}")
                     if op.stride < 1 or op.stride & (op.stride - 1):
                         bad(where, f"stride {op.stride} is not a power of two")
-                    channels, level = op.out_channels, level + op.stride.bit_length() - 1
-                elif isinstance(op, MaxPool):
+                    channels, level = op.out_channels, level + op.level_step
+                elif isinstance(op, MaxPool | Upsample):
                     if op.channels != channels:
                         bad(where, f"holds {op.channels} channels, gets {channels}")
-                    level += op.stride.bit_length() - 1
-                elif isinstance(op, Upsample):
-                    if op.channels != channels:
-                        bad(where, f"holds {op.channels} channels, gets {channels}")
-                    level -= op.factor.bit_length() - 1
+                    level += op.level_step
                 else:
                     bad(where, f"unknown op {type(op).__name__}")
                     continue
@@ -421,7 +435,7 @@ class Plan:
                           f"{size_at(node.level)}")
             consumed = node.units[0].in_channels if node.units else node.channels
             # The level the inputs are fused at: a strided unit (a stem block's) moves on from it.
-            fused_level = node.level - sum(unit.stride.bit_length() - 1 for unit in node.units)
+            fused_level = node.level - sum(unit.level_step for unit in node.units)
             if node.kind == "stem":
                 end = chain(path, node.ops, self.input_channels, 0)
                 if end != (node.channels, node.level):
@@ -448,7 +462,7 @@ class Plan:
             for k, unit in enumerate(node.units):
                 if unit.in_channels != previous:
                     bad(f"{path}.units[{k}]", f"takes {unit.in_channels} channels, gets {previous}")
-                out_level = level + unit.stride.bit_length() - 1
+                out_level = level + unit.level_step
                 if (tuple(unit.in_size), tuple(unit.size)) != (size_at(level), size_at(out_level)):
                     bad(f"{path}.units[{k}]", f"sizes {tuple(unit.in_size)} -> {tuple(unit.size)}, but levels "
                                               f"{level} -> {out_level} are {size_at(level)} -> {size_at(out_level)}")

@@ -78,3 +78,14 @@ def test_compile_lints_a_plan_it_is_given():
     broken = _replace_node(_small(), "b", size=(5, 6))
     with pytest.raises(specgraph.PlanError, match="size"):
         specgraph.compile(broken, backend="null")
+
+
+def test_level_steps_by_hand() -> None:
+    """How many levels each op and unit moves its input: the one definition backends and lint read."""
+    from specgraph import Conv, MaxPool, Unit, Upsample
+
+    assert Conv(8, 8, 3, 2, (4, 4)).level_step == 1 and Conv(8, 8, 1, 1, (4, 4)).level_step == 0
+    assert MaxPool(3, 2, 8, (4, 4)).level_step == 1
+    assert Upsample(4, 8, (16, 16)).level_step == -2 and Upsample(2, 8, (8, 8)).level_step == -1
+    assert Unit("residual", 8, 8, 8, 2, (8, 8), (4, 4)).level_step == 1
+    assert Unit("residual", 8, 8, 8, 1, (8, 8), (8, 8)).level_step == 0

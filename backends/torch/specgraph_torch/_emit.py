@@ -80,11 +80,11 @@ def _op(op: Conv | MaxPool | Upsample, level: int, resample: bool) -> tuple[str,
         if resample and op.depthwise:  # as the backend's resampling chains (Model Garden's Mobile resamplers)
             flags += ", glorot=True"
         return (f"ConvNormAct({op.in_channels!r}, {op.out_channels!r}, {op.kernel!r}, {op.stride!r}{groups}{flags})",
-                level + op.stride.bit_length() - 1)
+                level + op.level_step)
     if isinstance(op, MaxPool):
-        return f"MaxPoolSame({op.kernel!r}, {op.stride!r})", level + op.stride.bit_length() - 1
+        return f"MaxPoolSame({op.kernel!r}, {op.stride!r})", level + op.level_step
     if isinstance(op, Upsample):
-        level -= op.factor.bit_length() - 1
+        level += op.level_step
         return f"UpsampleNearest({op.factor!r}, {level!r})", level
     raise BackendError(f"cannot emit op {type(op).__name__}")
 

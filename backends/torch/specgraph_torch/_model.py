@@ -7,7 +7,6 @@ State-dict layout (see README): ``nodes.<node>.ops.<i>`` for stem/endpoint ops,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -130,24 +129,22 @@ class SpecgraphModel(nn.Module):
                glorot_depthwise: bool = False) -> OpChain:
         modules: list[nn.Module] = []
         for op in ops:
+            if not isinstance(op, Conv | MaxPool | Upsample):
+                raise BackendError(f"{where}: the torch backend has no op {type(op).__name__}")
+            level += op.level_step
             if isinstance(op, Conv):
-                level += int(math.log2(op.stride))
                 modules.append(ConvNormAct(
                     op.in_channels, op.out_channels, op.kernel, op.stride, groups=op.groups,
                     norm=self._norm(op.out_channels) if op.norm else None,
                     act=self._act() if op.activation else None, bias=op.bias,
                     glorot=glorot_depthwise and op.depthwise))
             elif isinstance(op, MaxPool):
-                level += int(math.log2(op.stride))
                 modules.append(MaxPoolSame(op.kernel, op.stride))
-            elif isinstance(op, Upsample):
-                level -= int(math.log2(op.factor))
+            else:
                 expected = tuple(-(-s // 2**level) for s in self.plan.input_size)
                 if expected != tuple(op.size):
                     raise BackendError(f"{where}: upsample output {op.size} is not the input size / 2**{level}")
                 modules.append(UpsampleNearest(op.factor, level))
-            else:
-                raise BackendError(f"{where}: the torch backend has no op {type(op).__name__}")
         return OpChain(modules)
 
     def _build_node(self, node: Node) -> nn.Module:
