@@ -29,7 +29,7 @@ from ._plan import Plan
 from ._text import visible
 
 __all__ = ["ACTIVATION_FUNCTIONS", "CodegenError", "Namespace", "activation_sources", "emit", "header",
-           "render_template"]
+           "kernel_sources", "render_template"]
 
 
 # The names a backend gives its activation functions (``act_relu`` ...); emitted modules reserve them.
@@ -41,9 +41,12 @@ def activation_sources(kernels: Mapping[str, Callable[..., Any]], activation: st
     for it and for the squeeze-excitation gate (``act_hard_sigmoid``), copied by ``inspect``, and
     the name to call. Generated code thus runs the backend's formulas, never a hand copy."""
     kind = canonical_activation(activation)
-    wanted = dict.fromkeys([kind, "hard_sigmoid"])
-    sources = [textwrap.dedent(inspect.getsource(kernels[name])).rstrip() for name in wanted]
-    return {"activation_source": "\n\n\n".join(sources), "activation_function": f"act_{kind}"}
+    return {"activation_source": kernel_sources(kernels, [kind, "hard_sigmoid"]), "activation_function": f"act_{kind}"}
+
+
+def kernel_sources(kernels: Mapping[str, Callable[..., Any]], names: Iterable[str]) -> str:
+    """The source of ``kernels[name]`` for each name (once each, in order), copied by ``inspect``."""
+    return "\n\n\n".join(textwrap.dedent(inspect.getsource(kernels[name])).rstrip() for name in dict.fromkeys(names))
 
 
 _RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins))

@@ -40,6 +40,13 @@ class SpecGraph:
         return self.dag.nodes[name]["path"]
 
 
+def _no_block(name: str, known: list[str]) -> str:
+    """The message for a reference to a block that does not exist, with the closest known name."""
+    guess = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {guess[0]!r}? " if guess else ""
+    return f"no block named {name!r}; {hint}known: {', '.join(known)}"
+
+
 def build_graph(spec: Spec) -> SpecGraph:
     """Check the spec's topology and return its DAG (cached on the spec)."""
     if not isinstance(spec, Spec):
@@ -142,9 +149,7 @@ class _Builder:
                 if ref == block.name:
                     self.fail(path, f"block {ref!r} cannot be its own input")
                 elif ref not in dag:
-                    guess = difflib.get_close_matches(ref, known, n=1)
-                    hint = f"did you mean {guess[0]!r}? " if guess else ""
-                    self.fail(path, f"no block named {ref!r}; {hint}known: {', '.join(known)}")
+                    self.fail(path, _no_block(ref, known))
                 elif ref in seen:
                     self.fail(path, f"{ref!r} is listed twice; each parent is fused once")
                 else:
@@ -191,9 +196,7 @@ class _Builder:
             path = f"variants.{name}" if name.isidentifier() else f'variants."{name}"'
             for block in variant.repeats or {}:
                 if block not in dag:
-                    guess = difflib.get_close_matches(block, list(dag), n=1)
-                    hint = f"did you mean {guess[0]!r}? " if guess else ""
-                    self.fail(f"{path}.repeats.{block}", f"no block named {block!r}; {hint}known: {', '.join(dag)}")
+                    self.fail(f"{path}.repeats.{block}", _no_block(block, list(dag)))
             scale = variant.filter_size_scale
             for level in sorted(levels & set(spec.filters)):
                 if int(spec.filters[level] * scale) < 1:

@@ -16,8 +16,7 @@ from ._errors import PlanError, Problem, WeightsError
 from ._plan import Plan
 
 __all__ = ["MODELGARDEN_BACKBONES", "MODELGARDEN_BLOCKS", "ModelGardenBackbone", "ModelGardenBlock",
-           "modelgarden_backbone",
-           "modelgarden_plan"]
+           "modelgarden_backbone", "modelgarden_plan"]
 
 
 @dataclass(frozen=True)

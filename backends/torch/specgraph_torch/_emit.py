@@ -10,13 +10,12 @@ from __future__ import annotations
 import ast
 import inspect
 import re
-import textwrap
 from dataclasses import dataclass
 
 import jinja2
 
 from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, SqueezeExcite, Unit, Upsample
-from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, render_template
+from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, kernel_sources, render_template
 from specgraph.backend_api import canonical_activation
 
 from . import _layers
@@ -150,12 +149,11 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
             args = "[" + ", ".join(names[e.source] for e in node.inputs) + "]"
         lines.append(_Line(node.name, var, args, _constructor(node, levels), _comment(node)))
     activations = _activations(plan)
-    sources = [textwrap.dedent(inspect.getsource(ACTIVATION_KERNELS[function.removeprefix("act_")])).rstrip()
-               for function in dict.fromkeys(activations.values())]
+    sources = kernel_sources(ACTIVATION_KERNELS, [f.removeprefix("act_") for f in activations.values()])
     loader = jinja2.PackageLoader("specgraph_torch", "templates")
     return render_template(loader, "model.py.j2", {
         "header": header, "class_name": class_name, "activation": plan.activation,
-        "layers_source": _LAYERS_SOURCE, "activation_source": "\n\n\n".join(sources),
+        "layers_source": _LAYERS_SOURCE, "activation_source": sources,
         "activations": list(activations.items()), "activation_function": activations[plan.activation],
         "norm_momentum": plan.norm_momentum, "norm_epsilon": plan.norm_epsilon,
         "names": sorted((ident, name) for ident, name in names.origin.items() if ident != class_name),
