@@ -30,7 +30,8 @@ _LAZY = {
     "LIMITS": "_loader", "Limits": "_loader", "builtin_specs": "_loader", "load": "_loader",
     "from_modelgarden_tuples": "_modelgarden",
     "Activation": "_plan", "Add": "_plan", "Conv": "_plan", "Edge": "_plan", "MaxPool": "_plan", "Node": "_plan",
-    "Plan": "_plan", "SqueezeExcite": "_plan", "Unit": "_plan", "UnitOp": "_plan", "Upsample": "_plan",
+    "Norm": "_plan", "Op": "_plan", "Plan": "_plan", "SeparableConv": "_plan", "SqueezeExcite": "_plan",
+    "Unit": "_plan", "UnitOp": "_plan", "Upsample": "_plan",
     "plan": "_planner",
     "render_dot": "_render", "render_mermaid": "_render", "render_svg": "_render",
     "Spec": "_schema",
@@ -44,7 +45,22 @@ if TYPE_CHECKING:
     from ._graph import SpecGraph, build_graph
     from ._loader import LIMITS, Limits, builtin_specs, load
     from ._modelgarden import from_modelgarden_tuples
-    from ._plan import Activation, Add, Conv, Edge, MaxPool, Node, Plan, SqueezeExcite, Unit, UnitOp, Upsample
+    from ._plan import (
+        Activation,
+        Add,
+        Conv,
+        Edge,
+        MaxPool,
+        Node,
+        Norm,
+        Op,
+        Plan,
+        SeparableConv,
+        SqueezeExcite,
+        Unit,
+        UnitOp,
+        Upsample,
+    )
     from ._planner import plan
     from ._render import render_dot, render_mermaid, render_svg
     from ._schema import Spec
@@ -96,10 +112,13 @@ __all__ = [
     "MaxPool",
     "Node",
     "NodeStats",
+    "Norm",
+    "Op",
     "Plan",
     "PlanError",
     "Problem",
     "ResourceError",
+    "SeparableConv",
     "Spec",
     "SpecGraph",
     "SpecSyntaxError",

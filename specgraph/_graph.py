@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from ._errors import ArgumentError, GraphError, Problem
-from ._schema import Spec, missing_fields
+from ._schema import Block, Spec, missing_fields
 from ._text import format_path
 
 __all__ = ["ENDPOINT_PREFIX", "RESERVED_NAMES", "SpecGraph", "build_graph", "expansion"]
@@ -45,6 +45,15 @@ def _no_block(name: str, known: list[str]) -> str:
     guess = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {guess[0]!r}? " if guess else ""
     return f"no block named {name!r}; {hint}known: {', '.join(known)}"
+
+
+def _needs_width(block: Block) -> bool:
+    """A block's width (its ``filters`` or the [filters] table's) is used: a block group, a conv op, or
+    inputs that may need projecting to one width; an op block of norms and activations on one input keeps its
+    input's width."""
+    if block.ops is None or len(block.inputs) > 1:
+        return True
+    return any(op.op in ("conv", "separable_conv") for op in block.ops)
 
 
 def build_graph(spec: Spec) -> SpecGraph:
@@ -103,7 +112,8 @@ class _Builder:
     def _check_level(self, path: str, level: int) -> None:
         if level not in self.spec.filters:
             known = ", ".join(str(k) for k in sorted(self.spec.filters))
-            self.fail(f"{path}.level", f"level {level} has no base filters; add it to [filters] (levels: {known})")
+            own = " or give the block `filters`" if path.startswith("blocks[") else ""
+            self.fail(f"{path}.level", f"level {level} has no base filters; add it to [filters]{own} (levels: {known})")
 
     def _add_stem(self, dag: nx.DiGraph) -> None:
         stem = self.spec.stem
@@ -136,9 +146,12 @@ class _Builder:
         blocks = self.spec.blocks
         for i, block in enumerate(blocks):
             path = f"blocks[{i}]"
-            self._check_level(path, block.level)
+            if block.filters is None and _needs_width(block):
+                self._check_level(path, block.level)
+            ops = tuple(block.ops) if block.ops is not None else None
             self._add_node(dag, block.name, path, kind="block", index=i, level=block.level, type=block.type,
-                           output=block.output, repeats=block.repeats)
+                           output=block.output, repeats=block.repeats, ops=ops, filters=block.filters)
+            self._check_op_levels(path, block)
         known = list(dag.nodes)
         for i, block in enumerate(blocks):
             if dag.nodes.get(block.name, {}).get("path") != f"blocks[{i}]":
@@ -155,6 +168,13 @@ class _Builder:
                 else:
                     seen.add(ref)
                     dag.add_edge(ref, block.name, kind="input", slot=j)
+
+    def _check_op_levels(self, path: str, block: Block) -> None:
+        """An op block's strided ops move its level on from where its inputs are fused: that level must exist."""
+        steps = sum(op.stride.bit_length() - 1 if op.stride else op.op == "maxpool" for op in block.ops or ())
+        if steps > block.level:
+            self.fail(f"{path}.ops", f"its strided ops step down {steps} level(s) to level {block.level}, so its "
+                      f"inputs would be fused at level {block.level - steps}; raise the level or drop a stride")
 
     def _order(self, dag: nx.DiGraph) -> tuple[str, ...]:
         try:
@@ -191,7 +211,8 @@ class _Builder:
 
     def _check_variants(self, dag: nx.DiGraph) -> None:
         spec = self.spec
-        levels = {dag.nodes[n]["level"] for n in dag}
+        levels = {dag.nodes[n]["level"] for n in dag if dag.nodes[n].get("filters") is None
+                  and dag.nodes[n]["level"] in spec.filters}
         for name, variant in spec.variants.items():
             path = f"variants.{name}" if name.isidentifier() else f'variants."{name}"'
             for block in variant.repeats or {}:
@@ -224,12 +245,12 @@ class _Builder:
             if node["kind"] == "block":
                 for parent in dag.predecessors(name):
                     consumers[parent] += 1
-                if node["output"]:
+                if node["output"] and node["type"] is not None:  # a SpineNet rule: block groups only
                     extra: list[str] = []
                     slot = dag.in_degree(name)
                     for earlier in done:
                         other = dag.nodes[earlier]
-                        if (consumers[earlier] == 0 and other["level"] == node["level"]
+                        if (consumers[earlier] == 0 and other["type"] is not None and other["level"] == node["level"]
                                 and expansion(other["type"]) == expansion(node["type"])):
                             extra.append(earlier)
                             consumers[earlier] += 1

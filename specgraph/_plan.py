@@ -17,7 +17,11 @@ Op semantics (what every backend must implement):
   (``specgraph._activations``).
 - ``Add``: a unit's residual sum, ``drop(branch) + shortcut``: the branch after stochastic depth
   (the node's rate) plus the shortcut path's output (the unit's input when it has no shortcut op).
-- ``Activation``: the plan's activation on its own (after an ``Add``).
+- ``Activation``: the plan's activation on its own (after an ``Add``, or as a node op).
+- ``SeparableConv``: a depthwise ``kernel x kernel`` convolution (no bias), then a 1x1 convolution to
+  ``out_channels`` (with the bias, if ``bias``), Keras's ``SeparableConv2D``; then norm and activation
+  like ``Conv``.
+- ``Norm``: batch norm on its own (FPN's output norms).
 
 A block ``Unit`` is expanded into these ops by :attr:`Unit.ops`, the one place each block
 recipe is written (see ``docs/plan-ir.md``).
@@ -33,8 +37,8 @@ from typing import Literal
 
 from ._errors import PlanError, Problem
 
-__all__ = ["Activation", "Add", "Conv", "Edge", "MaxPool", "Node", "Op", "Plan", "SqueezeExcite", "Unit", "UnitOp",
-           "Upsample"]
+__all__ = ["Activation", "Add", "Conv", "Edge", "MaxPool", "Node", "Norm", "Op", "Plan", "SeparableConv",
+           "SqueezeExcite", "Unit", "UnitOp", "Upsample"]
 
 Size = tuple[int, int]
 
@@ -65,6 +69,27 @@ class Conv:
         kind = "dwconv" if self.depthwise else "conv"
         stride = f"/s{self.stride}" if self.stride > 1 else ""
         return f"{kind} {self.kernel}x{self.kernel}{stride} {self.in_channels}->{self.out_channels}"
+
+
+@dataclass(frozen=True)
+class SeparableConv:
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    size: Size  # output (H, W)
+    norm: bool = True
+    activation: bool = True
+    bias: bool = False
+    op: Literal["separable_conv"] = "separable_conv"
+
+    @property
+    def level_step(self) -> int:
+        return self.stride.bit_length() - 1
+
+    def describe(self) -> str:
+        stride = f"/s{self.stride}" if self.stride > 1 else ""
+        return f"sepconv {self.kernel}x{self.kernel}{stride} {self.in_channels}->{self.out_channels}"
 
 
 @dataclass(frozen=True)
@@ -127,12 +152,25 @@ class Activation:
     channels: int
     size: Size
     op: Literal["activation"] = "activation"
+    level_step = 0
 
     def describe(self) -> str:
         return "act"
 
 
-Op = Conv | MaxPool | Upsample  # the ops of resampling chains, stems and endpoints
+@dataclass(frozen=True)
+class Norm:
+    channels: int
+    size: Size
+    op: Literal["norm"] = "norm"
+    level_step = 0
+
+    def describe(self) -> str:
+        return "norm"
+
+
+# The ops of resampling chains, stems, endpoints and op blocks (a block given as ``ops`` in the spec).
+Op = Conv | SeparableConv | MaxPool | Upsample | Norm | Activation
 UnitOpKind = Conv | SqueezeExcite | Add | Activation  # the ops units expand into
 
 
@@ -255,7 +293,8 @@ class Node:
     """A node of the planned network, in build order.
 
     ``kind``: ``stem`` (``ops`` on the image), ``stem_block`` / ``block`` (fuse
-    ``inputs``, then ``units``), ``endpoint`` (``ops`` on its one input).
+    ``inputs``, then ``units``; an op block fuses, then runs ``ops``), ``endpoint``
+    (``ops`` on its one input).
     """
 
     name: str
@@ -272,6 +311,23 @@ class Node:
     drop_fraction: float | None = None  # stochastic depth rate = drop_rate * drop_fraction
     output_level: int | None = None
     spec_path: str = ""
+
+    @property
+    def fused_level(self) -> int:
+        """The level a block's inputs are brought to and fused at; its strided units or ops move on from it."""
+        if self.kind not in ("block", "stem_block"):
+            return self.level
+        return self.level - sum(unit.level_step for unit in self.units) - sum(op.level_step for op in self.ops)
+
+    @property
+    def fused_channels(self) -> int:
+        """The channels a block's inputs are brought to: what its first unit or op takes."""
+        if self.units:
+            return self.units[0].in_channels
+        if self.kind == "block" and self.ops:
+            first = self.ops[0]
+            return first.in_channels if isinstance(first, Conv | SeparableConv) else first.channels
+        return self.channels
 
 
 @dataclass(frozen=True)
@@ -380,13 +436,13 @@ class Plan:
             """Walk ``ops`` from (channels, level); returns where they end."""
             for k, op in enumerate(ops):
                 where = f"{path}.ops[{k}]"
-                if isinstance(op, Conv):
+                if isinstance(op, Conv | SeparableConv):
                     if op.in_channels != channels:
                         bad(where, f"takes {op.in_channels} channels, gets {channels}")
                     if op.stride < 1 or op.stride & (op.stride - 1):
                         bad(where, f"stride {op.stride} is not a power of two")
                     channels, level = op.out_channels, level + op.level_step
-                elif isinstance(op, MaxPool | Upsample):
+                elif isinstance(op, MaxPool | Upsample | Norm | Activation):
                     if op.channels != channels:
                         bad(where, f"holds {op.channels} channels, gets {channels}")
                     level += op.level_step
@@ -433,9 +489,9 @@ class Plan:
             if tuple(node.size) != size_at(node.level):
                 bad(path, f"size {tuple(node.size)}, but level {node.level} of {self.input_size} is "
                           f"{size_at(node.level)}")
-            consumed = node.units[0].in_channels if node.units else node.channels
-            # The level the inputs are fused at: a strided unit (a stem block's) moves on from it.
-            fused_level = node.level - sum(unit.level_step for unit in node.units)
+            consumed = node.fused_channels
+            # The level the inputs are fused at: a strided unit (a stem block's) or op moves on from it.
+            fused_level = node.fused_level
             if node.kind == "stem":
                 end = chain(path, node.ops, self.input_channels, 0)
                 if end != (node.channels, node.level):
@@ -458,6 +514,11 @@ class Plan:
                 if (channels, level) != want:
                     bad(where, f"reaches {channels} channels at level {level}; the node needs {want[0]} at "
                                f"level {want[1]}")
+            if node.kind == "block" and node.ops:
+                end = chain(path, node.ops, consumed, fused_level)
+                if end != (node.channels, node.level):
+                    bad(path, f"its ops end at {end[0]} channels, level {end[1]}; the node says "
+                              f"{node.channels}, level {node.level}")
             previous, level = consumed, fused_level
             for k, unit in enumerate(node.units):
                 if unit.in_channels != previous:
@@ -542,7 +603,8 @@ class Plan:
         return render_svg(self)
 
 
-_OPS = {"conv": Conv, "maxpool": MaxPool, "upsample": Upsample}
+_OPS = {"conv": Conv, "separable_conv": SeparableConv, "maxpool": MaxPool, "upsample": Upsample, "norm": Norm,
+        "activation": Activation}
 
 
 def _pair(value: object) -> Size:

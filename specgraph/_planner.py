@@ -12,7 +12,7 @@ import networkx as nx
 
 from ._errors import ArgumentError, PlanError, Problem
 from ._graph import ENDPOINT_PREFIX, SpecGraph, build_graph, expansion
-from ._plan import Conv, Edge, MaxPool, Node, Op, Plan, Size, Unit, Upsample
+from ._plan import Activation, Conv, Edge, MaxPool, Node, Norm, Op, Plan, SeparableConv, Size, Unit, Upsample
 from ._schema import MAX_LEVEL, Spec, Variant
 from ._text import brief
 
@@ -254,9 +254,12 @@ class _Planner:
                                 output_level=level if attrs["output"] else None)
 
     def _block(self, name: str, attrs: dict, body_count: int) -> None:
+        if attrs["ops"] is not None:
+            self._op_block(name, attrs)
+            return
         dag, spec = self.graph.dag, self.spec
         level, block_type = attrs["level"], attrs["type"]
-        channels = self.filters(level) * expansion(block_type)
+        channels = (attrs["filters"] or self.filters(level)) * expansion(block_type)
         edges = []
         for source, _, data in sorted(dag.in_edges(name, data=True), key=lambda e: e[2]["slot"]):
             parent = self.nodes[source]
@@ -269,6 +272,58 @@ class _Planner:
             fusion_activation=spec.fusion.activation, drop_fraction=(attrs["index"] + 1) / body_count,
             output_level=level if attrs["output"] else None, spec_path=attrs["path"],
         )
+
+    def _op_block(self, name: str, attrs: dict) -> None:
+        """A block of single ops (FPN, NAS-FPN, BiFPN nodes): its inputs are fused as they are when they have
+        one width (else each is first projected to the block's width by a 1x1 conv with bias and a norm), at
+        the level its strided ops start from (a finer input max-pooled down in one op, a coarser one
+        upsampled, nearest); then the ops, every conv giving the block's width."""
+        dag = self.graph.dag
+        # None only where the graph found the width unused (norms and activations on one input).
+        width = attrs["filters"] or (self.filters(attrs["level"]) if attrs["level"] in self.spec.filters else None)
+        specs = attrs["ops"]
+        steps = [(op.stride or (2 if op.op == "maxpool" else 1)).bit_length() - 1 for op in specs]
+        fused_level = attrs["level"] - sum(steps)
+        parents = [(source, data["kind"]) for source, _, data in
+                   sorted(dag.in_edges(name, data=True), key=lambda e: e[2]["slot"])]
+        widths = {self.nodes[source].channels for source, _ in parents}
+        fused_channels = widths.pop() if len(widths) == 1 else width
+        edges = []
+        for source, kind in parents:
+            parent = self.nodes[source]
+            ops: list[Op] = []
+            c = parent.channels
+            if c != fused_channels:
+                ops += [Conv(c, fused_channels, 1, 1, parent.size, activation=False, bias=True)]
+                c = fused_channels
+            if parent.level < fused_level:
+                stride = 2 ** (fused_level - parent.level)
+                ops.append(MaxPool(stride, stride, c, _size_at(self.size, fused_level)))
+            elif parent.level > fused_level:
+                ops.append(Upsample(2 ** (parent.level - fused_level), c, _size_at(self.size, fused_level)))
+            edges.append(Edge(source, name, kind, tuple(ops), parent.level, fused_level))
+        node_ops: list[Op] = []
+        c, level = fused_channels, fused_level
+        for op, step in zip(specs, steps, strict=True):
+            level += step
+            at = _size_at(self.size, level)
+            stride = 2**step
+            if op.op in ("conv", "separable_conv"):
+                kind = Conv if op.op == "conv" and not self.variant.separable else SeparableConv
+                node_ops.append(kind(c, width, op.kernel or 3, stride, at, norm=False, activation=False,
+                                     bias=bool(op.bias)))
+                c = width
+            elif op.op == "maxpool":
+                node_ops.append(MaxPool(op.kernel or 3, stride, c, at))
+            elif op.op == "norm":
+                node_ops.append(Norm(c, at))
+            else:
+                node_ops.append(Activation(c, at))
+        level = attrs["level"]
+        self.nodes[name] = Node(
+            name, "block", level, _size_at(self.size, level), c, tuple(edges), ops=tuple(node_ops),
+            fusion=self.spec.fusion.method, fusion_activation=False,
+            output_level=level if attrs["output"] else None, spec_path=attrs["path"])
 
     def _resample(self, parent: Node, level: int, channels: int) -> tuple[Op, ...]:
         policy = self.spec.resample

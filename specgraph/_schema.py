@@ -32,6 +32,7 @@ __all__ = [
     "BLOCK_TYPES",
     "MAX_LEVEL",
     "Block",
+    "BlockOp",
     "Endpoints",
     "Fusion",
     "Norm",
@@ -134,15 +135,51 @@ class Stem(_Model):
     blocks: Annotated[list[StemBlock], Field(min_length=1, max_length=16)]
 
 
+class BlockOp(_Model):
+    """One op of an op block (a block given as ``ops``): FPN's, NAS-FPN's and BiFPN's nodes.
+
+    ``conv`` / ``separable_conv`` give the block's width (no norm, no activation of their own);
+    ``norm`` is batch norm; ``act`` the spec's activation; ``maxpool`` a SAME max-pool.
+    """
+
+    op: Literal["conv", "separable_conv", "norm", "act", "maxpool"]
+    kernel: Kernel | None = None  # conv / separable_conv / maxpool; default 3
+    stride: Stride | None = None  # conv / separable_conv / maxpool; default 1 (2 for maxpool)
+    bias: Flag | None = None  # conv / separable_conv; default false
+
+    @model_validator(mode="after")
+    def _fields_of_op(self) -> BlockOp:
+        given = [f for f in ("kernel", "stride", "bias") if getattr(self, f) is not None]
+        allowed = {"conv": ("kernel", "stride", "bias"), "separable_conv": ("kernel", "stride", "bias"),
+                   "maxpool": ("kernel", "stride")}.get(self.op, ())
+        extra = [f for f in given if f not in allowed]
+        if extra:
+            raise ValueError(f"op {self.op!r} takes no {', '.join(extra)}"
+                             + (f" (it takes {', '.join(allowed)})" if allowed else ""))
+        return self
+
+
 class Block(_Model):
-    """A body block: a fused, resampled set of parents, then a block group."""
+    """A body block: a fused, resampled set of parents, then a block group (``type``) or single ops (``ops``)."""
 
     name: Name | None = None
     level: Level
-    type: BlockType
+    type: BlockType | None = None
+    ops: Annotated[list[BlockOp], Field(max_length=16)] | None = None  # [] fuses the inputs only
     inputs: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=8)]
     output: Flag = False
     repeats: Repeats | None = None  # units in the group; default: the variant's block_repeats
+    # The block's width, as it is (not scaled by the variant); default: [filters] of its level, scaled.
+    filters: Channels | None = None
+
+    @model_validator(mode="after")
+    def _type_or_ops(self) -> Block:
+        if (self.type is None) == (self.ops is None):
+            raise ValueError("a block has a `type` (a block group: residual, bottleneck, mbconv) or `ops` (single "
+                             "ops, e.g. [{ op = \"conv\", kernel = 3 }]), exactly one of the two")
+        if self.ops is not None and self.repeats is not None:
+            raise ValueError("`repeats` counts the units of a block group; an op block (`ops`) has none")
+        return self
 
 
 class Resample(_Model):
@@ -200,6 +237,8 @@ class Variant(_Model):
     # Units per named block group, over the block's own ``repeats`` and ``block_repeats``: how
     # ResNet-101 differs from ResNet-50 (``{ res4 = 23 }``).
     repeats: Annotated[dict[Name, Repeats], Field(max_length=1024)] | None = None
+    # Every `conv` op of the op blocks is a separable conv (Model Garden's use_separable_conv).
+    separable: Flag = False
 
 
 class Spec(_Model):

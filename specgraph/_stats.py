@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ._plan import Activation, Conv, Edge, Node, Op, Plan, SqueezeExcite, Unit, UnitOpKind
+from ._plan import Activation, Conv, Edge, Node, Norm, Op, Plan, SeparableConv, SqueezeExcite, Unit, UnitOpKind
 
 __all__ = ["NodeStats", "Stats", "stats"]
 
@@ -56,6 +56,13 @@ def _op(op: Op | UnitOpKind) -> _Count:
     if isinstance(op, Conv):
         return _conv(op.in_channels, op.out_channels, op.kernel, op.size, groups=op.groups, norm=op.norm,
                      bias=op.bias, act=op.activation)
+    if isinstance(op, SeparableConv):  # the depthwise conv, then the 1x1 conv that takes the bias and norm
+        return (_conv(op.in_channels, op.in_channels, op.kernel, op.size, groups=op.in_channels, norm=False,
+                      act=False)
+                + _conv(op.in_channels, op.out_channels, 1, op.size, norm=op.norm, bias=op.bias, act=op.activation))
+    if isinstance(op, Norm):  # gamma, beta trainable; the moving mean and variance not
+        c = op.channels
+        return _Count(2 * c, 2 * c) + _maps(op.size, c)
     if isinstance(op, SqueezeExcite):  # two biased 1x1 convs on the squeezed map, then the gated map
         return (_conv(op.channels, op.se_channels, 1, (1, 1), norm=False, bias=True)
                 + _conv(op.se_channels, op.channels, 1, (1, 1), norm=False, bias=True) + _maps(op.size, op.channels))

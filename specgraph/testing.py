@@ -27,11 +27,32 @@ __all__ = ["ACTIVATION_REFERENCES", "CONFORMANCE_CASES", "TYPES", "UNREADABLE_NP
 TYPES = ["residual", "bottleneck", "mbconv"]
 
 
+_OP_CHOICES = ["conv", "separable_conv", "norm", "act"]
+
+
+@st.composite
+def _block_ops(draw: st.DrawFn, level: int) -> list[dict[str, Any]]:
+    """A random op list for an op block at ``level`` (a decoder cell's node): convs, separable convs, norms,
+    activations, at most one strided conv or max-pool (the block then fuses its inputs a level below)."""
+    ops: list[dict[str, Any]] = []
+    for kind in draw(st.lists(st.sampled_from(_OP_CHOICES), max_size=3)):
+        op: dict[str, Any] = {"op": kind}
+        if kind in ("conv", "separable_conv"):
+            op.update(kernel=draw(st.sampled_from([1, 3])), bias=draw(st.booleans()))
+        ops.append(op)
+    if level >= 1 and draw(st.integers(0, 3)) == 0:
+        strided = draw(st.sampled_from([{"op": "conv", "kernel": 3, "stride": 2}, {"op": "maxpool"}]))
+        ops.insert(draw(st.integers(0, len(ops))), strided)
+    return ops
+
+
 @st.composite
 def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     """A random valid spec (plain data). Half are SpineNet-like (a short stem, body blocks give every
     endpoint), half stage-style (a stem chain of outputs at levels 3..5, as ResNet, with body blocks for
-    levels 6 and 7, repeats per block and per variant, and endpoint convs or bare endpoints)."""
+    levels 6 and 7, repeats per block and per variant, and endpoint convs or bare endpoints). A third of
+    them have a random decoder: op blocks (random ops, their own widths) among the body blocks and as
+    outputs."""
     filters = {lvl: draw(st.integers(4, 48)) for lvl in range(1, 8)}
     staged = draw(st.booleans())
     pool = staged or draw(st.booleans())
@@ -42,16 +63,22 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
             block["repeats"] = draw(st.integers(1, 2))
             block["output"] = block["level"] >= 3
     names = [b["name"] for b in stem]
+    decoder = draw(st.integers(0, 2)) == 0
+
+    def block(name: str, level: int, inputs: list[str]) -> dict[str, Any]:
+        if decoder and draw(st.booleans()):
+            return {"name": name, "level": level, "inputs": inputs, "filters": draw(st.integers(4, 32)),
+                    "ops": draw(_block_ops(level))}
+        return {"name": name, "level": level, "type": draw(st.sampled_from(TYPES)), "inputs": inputs}
+
     blocks = []
     for i in range(draw(st.integers(0, 3 if staged else 10))):
         inputs = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
-        blocks.append({"name": f"n{i}", "level": draw(st.integers(1, 7)), "type": draw(st.sampled_from(TYPES)),
-                       "inputs": inputs})
+        blocks.append(block(f"n{i}", draw(st.integers(1, 7)), inputs))
         names.append(f"n{i}")
     for level in draw(st.permutations([6, 7] if staged else list(range(3, 8)))):
         inputs = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
-        blocks.append({"name": f"out{level}", "level": level, "type": draw(st.sampled_from(TYPES)),
-                       "inputs": inputs, "output": True})
+        blocks.append({**block(f"out{level}", level, inputs), "output": True})
         names.append(f"out{level}")
     variant = {
         "endpoints_num_filters": draw(st.integers(1, 64)),
@@ -225,12 +252,39 @@ _SMALL_SPEC: dict[str, Any] = {
     "endpoints": {"min_level": 3, "max_level": 5},
     "variants": {"v": {"endpoints_num_filters": 16, "block_repeats": 1, "se_ratio": 0.25, "expand_ratio": 2.0}},
 }
+# Every op of op blocks (decoders): conv (strided too), separable conv, norm, activation, max-pool; inputs of
+# several widths (projected), finer (max-pooled by 2 and 4) and coarser (upsampled); weighted fusion; bare
+# endpoints of several widths.
+_DECODER_SPEC: dict[str, Any] = {
+    "name": "decoder",
+    "activation": "swish",
+    "filters": {2: 8, 3: 16, 4: 24},
+    "stem": {"conv": {"filters": 8, "kernel": 3, "stride": 2}, "pool": {"kernel": 3, "stride": 2},
+             "blocks": [{"name": "s1", "level": 2, "type": "residual"},
+                        {"name": "s2", "level": 3, "type": "bottleneck"},
+                        {"name": "s3", "level": 4, "type": "residual"}]},
+    "fusion": {"method": "weighted"},
+    "blocks": [
+        {"name": "p3", "level": 3, "inputs": ["s2", "s3"], "filters": 12,
+         "ops": [{"op": "conv", "kernel": 1, "bias": True}]},
+        {"name": "p4", "level": 4, "inputs": ["p3", "s1"], "filters": 12,
+         "ops": [{"op": "act"}, {"op": "separable_conv", "bias": True}, {"op": "norm"}]},
+        {"name": "p5", "level": 5, "inputs": ["p4"], "filters": 10,
+         "ops": [{"op": "conv", "stride": 2}, {"op": "norm"}, {"op": "act"}], "output": True},
+        {"name": "p6", "level": 6, "inputs": ["p5"], "ops": [{"op": "maxpool"}], "output": True},
+        {"name": "o3", "level": 3, "inputs": ["p3", "p4"], "filters": 12, "ops": [], "output": True},
+        {"name": "o4", "level": 4, "inputs": ["p4"], "ops": [{"op": "norm"}], "output": True},
+    ],
+    "endpoints": {"min_level": 3, "max_level": 6, "conv": False},
+    "variants": {"v": {}},
+}
 # (id, spec, variant, input size): what the suite compiles, once per case and backend.
 CONFORMANCE_CASES: list[tuple[str, Any, str | None, tuple[int, int]]] = [
     ("spinenet-49S", "spinenet", "49S", (64, 96)),
     ("mobile-49XS", "spinenet_mobile", "49XS", (64, 96)),
     ("resnet-50", "resnet", "50", (72, 104)),  # a stage chain with bare endpoints
     ("small", _SMALL_SPEC, None, (48, 80)),
+    ("decoder", _DECODER_SPEC, None, (48, 80)),
 ]
 
 

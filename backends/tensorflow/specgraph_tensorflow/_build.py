@@ -8,10 +8,10 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
-from specgraph import BackendError, Conv, Edge, MaxPool, Node, Plan, Upsample
+from specgraph import Activation, BackendError, Conv, Edge, MaxPool, Node, Norm, Op, Plan, SeparableConv, Upsample
 from specgraph.backend_api import frozen_nodes, fuse_slot, op_slot, unit_slot
 
-from ._layers import ConvNormAct, Fuse, LayerOptions
+from ._layers import ConvNormAct, Fuse, LayerOptions, NormAct
 from ._layers import Upsample as UpsampleLayer
 from ._units import make_unit
 
@@ -57,8 +57,19 @@ class _Builder:
         # Node name -> its weight-bearing layers (a node name may hold "/", so keys are not split).
         self.node_slots: dict[str, list[tf_keras.layers.Layer]] = {}
 
-    def op(self, op: Conv | MaxPool | Upsample, x: tf.Tensor, image: tf.Tensor, key: str, name: str, level: int, *,
+    def op(self, op: Op, x: tf.Tensor, image: tf.Tensor, key: str, name: str, level: int, *,
            resample: bool) -> tf.Tensor:
+        if isinstance(op, SeparableConv):
+            layer = ConvNormAct(op.out_channels, op.kernel, op.stride, options=self.options, separable=True,
+                                norm=op.norm, activation=op.activation, bias=op.bias, name=name)
+            self.slots[key] = layer
+            return layer(x)
+        if isinstance(op, Norm | Activation):
+            layer = NormAct(options=self.options, norm=isinstance(op, Norm), activation=isinstance(op, Activation),
+                            name=name)
+            if isinstance(op, Norm):
+                self.slots[key] = layer
+            return layer(x)
         if isinstance(op, Conv):
             if op.groups != 1 and not op.depthwise:
                 raise BackendError(f"{key}: grouped conv with groups={op.groups} is not supported")
@@ -114,7 +125,12 @@ class _Builder:
                         else None, name=f"{self.names[node.name]}_fuse")
             if node.fusion == "weighted":
                 self.slots[fuse_slot(node.name)] = fuse
-            return self.units(node, fuse(parents))
+            x = self.units(node, fuse(parents))
+            for k, op in enumerate(node.ops):  # an op block's ops
+                level = node.fused_level + sum(o.level_step for o in node.ops[:k + 1])
+                x = self.op(op, x, image, op_slot(node.name, k), f"{self.names[node.name]}_op{k}", level,
+                            resample=False)
+            return x
         if node.kind == "endpoint":
             x = tensors[node.inputs[0].source]
             for k, op in enumerate(node.ops):

@@ -21,7 +21,21 @@ from typing import Any
 
 import jinja2
 
-from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, SqueezeExcite, Unit, Upsample
+from specgraph import (
+    Activation,
+    ArgumentError,
+    BackendError,
+    Conv,
+    MaxPool,
+    Node,
+    Norm,
+    Op,
+    Plan,
+    SeparableConv,
+    SqueezeExcite,
+    Unit,
+    Upsample,
+)
 from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, activation_sources, render_template
 from specgraph.backend_api import canonical_activation, fuse_slot, op_slot, unit_slot
 
@@ -102,9 +116,23 @@ def _squeeze_excite(op: SqueezeExcite, name: str) -> str:
 _LAYERS: dict[type, Callable[[Any, str], str]] = {Conv: _conv, SqueezeExcite: _squeeze_excite}
 
 
-def _op(op: Conv | MaxPool | Upsample, name: str, level: int, resample: bool) -> str:
+def _weighted(op: Op) -> bool:
+    """Whether the backend's builder keeps a slot for the op (it holds weights)."""
+    return isinstance(op, Conv | SeparableConv | Norm)
+
+
+def _op(op: Op, name: str, level: int, resample: bool) -> str:
     if isinstance(op, Conv):
         return _conv(op, name, resample)
+    if isinstance(op, SeparableConv):
+        flags = ("" if op.norm else ", norm=False") + (", activation=ACT" if op.activation else "") + (
+            ", bias=True" if op.bias else "")
+        return (f"ConvNormAct({op.out_channels!r}, {op.kernel!r}, {op.stride!r}, separable=True{flags}, "
+                f"name={name!r}, **NORM)")
+    if isinstance(op, Norm):
+        return f"NormAct(name={name!r}, **NORM)"
+    if isinstance(op, Activation):
+        return f"NormAct(norm=False, activation=ACT, name={name!r})"
     if isinstance(op, MaxPool):
         return f"tf_keras.layers.MaxPool2D({op.kernel!r}, {op.stride!r}, padding=\"same\", name={name!r})"
     if isinstance(op, Upsample):
@@ -115,14 +143,20 @@ def _op(op: Conv | MaxPool | Upsample, name: str, level: int, resample: bool) ->
 
 
 def _ops(x: str, ops: tuple, prefix: str, level: int, resample: bool, indent: int, slot: tuple[str, int | None],
-         slots: dict[str, str]) -> str:
+         slots: dict[str, str], levels: bool = False) -> str:
     """``apply_ops(x, image, op0, op1, ...)``: the ops run in order, as the backend's builder calls them.
-    Each conv's slot (``op_slot(*slot, ...)``: node, input edge) -> its layer name goes into ``slots``."""
+    Each weighted op's slot (``op_slot(*slot, ...)``: node, input edge) -> its layer name goes into ``slots``.
+    ``levels``: ``level`` is where the ops start, each op at the level it reaches (an op block's ops); else every
+    op is at ``level`` (a chain's upsample crops to its target)."""
     if not ops:
         return x
-    layers = [_op(op, f"{prefix}_op{k}", level, resample) for k, op in enumerate(ops)]
+    layers = []
+    for k, op in enumerate(ops):
+        if levels:
+            level += op.level_step
+        layers.append(_op(op, f"{prefix}_op{k}", level, resample))
     node, edge = slot
-    slots.update({op_slot(node, k, edge): f"{prefix}_op{k}" for k, op in enumerate(ops) if isinstance(op, Conv)})
+    slots.update({op_slot(node, k, edge): f"{prefix}_op{k}" for k, op in enumerate(ops) if _weighted(op)})
     if len(layers) == 1:
         return f"apply_ops({x}, image, {layers[0]})"
     pad = " " * (indent + 4)
@@ -193,6 +227,8 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
                  f"({_edges(node, var, prefix, slots)})")
             if node.fusion == "weighted":  # only a weighted fusion has weights (the backend's slots too)
                 slots[fuse_slot(node.name)] = f"{prefix}_fuse"
+            if node.ops:  # an op block's ops run on the fused inputs
+                x = _ops(x, node.ops, prefix, node.fused_level, False, 4, (node.name, None), slots, levels=True)
         elif node.kind == "endpoint":
             x = _ops(var[node.inputs[0].source], node.ops, prefix, node.level, False, 4, (node.name, None), slots)
         else:

@@ -21,7 +21,8 @@ from ._runtime import InverseCdfGenerator as InverseCdfGenerator  # (its old hom
 from ._runtime import build_sublayer, depthwise_by_shifts, in_xla_compilation
 from ._runtime import initializer as _initializer  # noqa: F401  (likewise)
 
-__all__ = ["ACTIVATION_KERNELS", "ConvNormAct", "Fuse", "LayerOptions", "PlannedLayer", "StochasticDepth", "Upsample",
+__all__ = ["ACTIVATION_KERNELS", "ConvNormAct", "Fuse", "LayerOptions", "NormAct", "PlannedLayer", "StochasticDepth",
+           "Upsample",
            "activation_fn", "activation_kernel", "build_sublayer", "depthwise_by_shifts", "hard_sigmoid",
            "in_xla_compilation"]
 
@@ -143,14 +144,23 @@ class ConvNormAct(PlannedLayer, _runtime.ConvNormAct):
 
     def __init__(self, filters: int, kernel: int, stride: int, *, options: LayerOptions, depthwise: bool = False,
                  norm: bool = True, activation: bool = True, bias: bool = False,
-                 depthwise_initializer: Any = None, **kwargs: Any) -> None:
+                 depthwise_initializer: Any = None, separable: bool = False, **kwargs: Any) -> None:
         init = (depthwise_initializer or options.kernel_initializer) if depthwise else options.kernel_initializer
-        super().__init__(filters, kernel, stride, depthwise=depthwise, norm=norm,
+        super().__init__(filters, kernel, stride, depthwise=depthwise, norm=norm, separable=separable,
                          activation=activation_fn(options.activation) if activation else None, bias=bias,
                          norm_momentum=options.norm_momentum, norm_epsilon=options.norm_epsilon,
                          sync_bn=options.use_sync_bn, kernel_initializer=init,
                          kernel_regularizer=options.kernel_regularizer, bias_regularizer=options.bias_regularizer,
                          shifts_under_xla=options.xla_depthwise == "shifted", **kwargs)
+
+
+class NormAct(PlannedLayer, _runtime.NormAct):
+    """A plan ``Norm`` op (``norm``) or ``Activation`` op (``activation``) on its own."""
+
+    def __init__(self, *, options: LayerOptions, norm: bool = True, activation: bool = False, **kwargs: Any) -> None:
+        super().__init__(norm=norm, activation=activation_fn(options.activation) if activation else None,
+                         norm_momentum=options.norm_momentum, norm_epsilon=options.norm_epsilon,
+                         sync_bn=options.use_sync_bn, **kwargs)
 
 
 class Upsample(PlannedLayer, _runtime.Upsample):

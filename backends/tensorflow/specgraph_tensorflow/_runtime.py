@@ -20,7 +20,8 @@ import tf_keras
 from tf_keras.src.backend import RandomGenerator
 from tf_keras.src.utils.control_flow_util import GraphOrParentsInXlaContext
 
-__all__ = ["BlockUnit", "ConvNormAct", "Fuse", "InverseCdfGenerator", "NpzError", "SqueezeExcite", "StochasticDepth",
+__all__ = ["BlockUnit", "ConvNormAct", "Fuse", "InverseCdfGenerator", "NormAct", "NpzError", "SqueezeExcite",
+           "StochasticDepth",
            "UNIT_JOINS", "Upsample", "build_sublayer", "depthwise_by_shifts", "dim", "in_xla_compilation",
            "initializer", "layer_variables", "load_named", "no_autograph", "parse_npy", "read_npz_arrays",
            "same_pads"]
@@ -115,15 +116,25 @@ def initializer(value: Any) -> Any:
 
 
 class ConvNormAct(tf_keras.layers.Layer):
-    """A conv op: SAME conv (depthwise when asked), then batch norm, then ``activation`` (a function) if given."""
+    """A conv op: SAME conv (depthwise or separable when asked), then batch norm, then ``activation`` (a
+    function) if given."""
 
     def __init__(self, filters: int, kernel: int, stride: int, *, depthwise: bool = False, norm: bool = True,
                  activation: Callable[[tf.Tensor], tf.Tensor] | None = None, bias: bool = False,
                  norm_momentum: float = 0.99, norm_epsilon: float = 0.001, sync_bn: bool = False,
                  kernel_initializer: Any = "VarianceScaling", kernel_regularizer: Any = None,
-                 bias_regularizer: Any = None, shifts_under_xla: bool = True, **kwargs: Any) -> None:
+                 bias_regularizer: Any = None, shifts_under_xla: bool = True, separable: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if depthwise:
+        self.separable = separable
+        if separable:
+            # Keras's SeparableConv2D, as Model Garden's decoders use it: depthwise, 1x1, one bias after both.
+            self.conv = tf_keras.layers.SeparableConv2D(
+                filters, kernel, stride, padding="same", use_bias=bias,
+                depthwise_initializer=initializer(kernel_initializer),
+                pointwise_initializer=initializer(kernel_initializer), pointwise_regularizer=kernel_regularizer,
+                bias_regularizer=bias_regularizer, name="conv")
+        elif depthwise:
             # Depthwise kernels are never regularized in Model Garden (regularize_depthwise=False).
             self.conv = tf_keras.layers.DepthwiseConv2D(
                 kernel, stride, padding="same", use_bias=bias, depthwise_initializer=initializer(kernel_initializer),
@@ -161,14 +172,49 @@ class ConvNormAct(tf_keras.layers.Layer):
 
     def named_variables(self) -> dict[str, tf.Variable]:
         """Variables by role: kernel, bias, gamma, beta, moving_mean, moving_variance."""
-        out = {"kernel": self.conv.depthwise_kernel if isinstance(self.conv, tf_keras.layers.DepthwiseConv2D)
-               else self.conv.kernel}
+        if self.separable:
+            out = {"depthwise_kernel": self.conv.depthwise_kernel, "pointwise_kernel": self.conv.pointwise_kernel}
+        else:
+            out = {"kernel": self.conv.depthwise_kernel if isinstance(self.conv, tf_keras.layers.DepthwiseConv2D)
+                   else self.conv.kernel}
         if self.conv.use_bias:
             out["bias"] = self.conv.bias
         if self.norm is not None:
             out.update(gamma=self.norm.gamma, beta=self.norm.beta, moving_mean=self.norm.moving_mean,
                        moving_variance=self.norm.moving_variance)
         return out
+
+
+class NormAct(tf_keras.layers.Layer):
+    """A ``Norm`` op (batch norm, ``norm``) or an ``Activation`` op (``activation``, a function) on its own."""
+
+    def __init__(self, *, norm: bool = True, activation: Callable[[tf.Tensor], tf.Tensor] | None = None,
+                 norm_momentum: float = 0.99, norm_epsilon: float = 0.001, sync_bn: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.norm = tf_keras.layers.BatchNormalization(
+            momentum=norm_momentum, epsilon=norm_epsilon, synchronized=sync_bn, name="norm") if norm else None
+        self.act = activation
+
+    def build(self, input_shape: Any) -> None:
+        if self.norm is not None:
+            build_sublayer(self.norm, input_shape, self.compute_dtype)
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape: Any) -> tf.TensorShape:
+        return tf.TensorShape(input_shape)
+
+    @no_autograph
+    def call(self, x: tf.Tensor, training: Any = None) -> tf.Tensor:
+        if self.norm is not None:
+            x = self.norm(x, training=training)
+        return self.act(x) if self.act is not None else x
+
+    def named_variables(self) -> dict[str, tf.Variable]:
+        if self.norm is None:
+            return {}
+        return {"gamma": self.norm.gamma, "beta": self.norm.beta, "moving_mean": self.norm.moving_mean,
+                "moving_variance": self.norm.moving_variance}
 
 
 class SqueezeExcite(tf_keras.layers.Layer):
@@ -395,7 +441,7 @@ class BlockUnit(tf_keras.layers.Layer):
 
 def layer_variables(layer: Any) -> dict[str, tf.Variable]:
     """A weighted layer's variables by role (``kernel``, ``conv2/gamma``, ``se/reduce/bias``, ``weights``)."""
-    if isinstance(layer, ConvNormAct | SqueezeExcite | Fuse):
+    if isinstance(layer, ConvNormAct | NormAct | SqueezeExcite | Fuse):
         return layer.named_variables()
     if isinstance(layer, BlockUnit):
         return {f"{part}/{role}": v for part, sub in layer.named_layers().items()

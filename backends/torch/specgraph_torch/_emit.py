@@ -14,7 +14,21 @@ from dataclasses import dataclass
 
 import jinja2
 
-from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, SqueezeExcite, Unit, Upsample
+from specgraph import (
+    Activation,
+    ArgumentError,
+    BackendError,
+    Conv,
+    MaxPool,
+    Node,
+    Norm,
+    Op,
+    Plan,
+    SeparableConv,
+    SqueezeExcite,
+    Unit,
+    Upsample,
+)
 from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, kernel_sources, render_template
 from specgraph.backend_api import canonical_activation
 
@@ -71,15 +85,26 @@ class _Line:
     comment: str
 
 
-def _op(op: Conv | MaxPool | Upsample, level: int, resample: bool) -> tuple[str, int]:
+def _flags(op: Conv | SeparableConv) -> str:
+    return (f", norm=make_norm({op.out_channels!r})" if op.norm else "") + (
+        ", act=make_act()" if op.activation else "") + (", bias=True" if op.bias else "")
+
+
+def _op(op: Op, level: int, resample: bool) -> tuple[str, int]:
     if isinstance(op, Conv):
         groups = f", groups={op.groups!r}" if op.groups != 1 else ""
-        flags = (f", norm=make_norm({op.out_channels!r})" if op.norm else "") + (
-            ", act=make_act()" if op.activation else "") + (", bias=True" if op.bias else "")
+        flags = _flags(op)
         if resample and op.depthwise:  # as the backend's resampling chains (Model Garden's Mobile resamplers)
             flags += ", glorot=True"
         return (f"ConvNormAct({op.in_channels!r}, {op.out_channels!r}, {op.kernel!r}, {op.stride!r}{groups}{flags})",
                 level + op.level_step)
+    if isinstance(op, SeparableConv):
+        return (f"SeparableConvNormAct({op.in_channels!r}, {op.out_channels!r}, {op.kernel!r}, {op.stride!r}"
+                f"{_flags(op)})", level + op.level_step)
+    if isinstance(op, Norm):
+        return f"make_norm({op.channels!r})", level
+    if isinstance(op, Activation):
+        return "make_act()", level
     if isinstance(op, MaxPool):
         return f"MaxPoolSame({op.kernel!r}, {op.stride!r})", level + op.level_step
     if isinstance(op, Upsample):
@@ -88,12 +113,16 @@ def _op(op: Conv | MaxPool | Upsample, level: int, resample: bool) -> tuple[str,
     raise BackendError(f"cannot emit op {type(op).__name__}")
 
 
-def _chain(ops: tuple, level: int, resample: bool = False) -> str:
+def _ops(ops: tuple, level: int, resample: bool = False) -> str:
     parts = []
     for op in ops:
         text, level = _op(op, level, resample)
         parts.append(text)
-    return f"OpChain([{', '.join(parts)}])"
+    return f"[{', '.join(parts)}]"
+
+
+def _chain(ops: tuple, level: int, resample: bool = False) -> str:
+    return f"OpChain({_ops(ops, level, resample)})"
 
 
 def _unit(unit: Unit, drop: str, pad: str) -> str:
@@ -110,8 +139,9 @@ def _constructor(node: Node, levels: dict[str, int]) -> str:
     inputs = "".join(f"\n{pad}    {_chain(e.ops, levels[e.source], resample=True)}," for e in node.inputs)
     units = "".join(f"\n{pad}    {_unit(u, drop, pad + '    ')}," for u in node.units)
     fusion_act = "make_act()" if node.fusion_activation else "None"
+    ops = f"{pad}{_ops(node.ops, node.fused_level)},\n" if node.kind == "block" and node.ops else ""
     return (f"BlockNode(\n{pad}[{inputs}\n{pad}],\n{pad}[{units}\n{pad}],\n"
-            f"{pad}{node.fusion!r},\n{pad}{fusion_act},\n        )")
+            f"{pad}{node.fusion!r},\n{pad}{fusion_act},\n{ops}        )")
 
 
 def _activations(plan: Plan) -> dict[str, str]:

@@ -38,6 +38,7 @@ from ._layers import (
     ConvNormAct,
     MaxPoolSame,
     OpChain,
+    SeparableConvNormAct,
     SqueezeExcite,
     UpsampleNearest,
     fuse_inputs,
@@ -405,14 +406,40 @@ class _Unit(nn.Module):
         return y
 
 
+class _Affine(nn.Module):
+    """A ``Norm`` op on its own, in eval mode: ``x * scale + shift`` per channel."""
+
+    def __init__(self, norm: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+        self.register_buffer("scale", scale.reshape(1, -1, 1, 1).clone())
+        self.register_buffer("shift", (norm.bias.detach() - norm.running_mean * scale).reshape(1, -1, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x, self.scale)
+
+
+class _Act(nn.Module):
+    """An ``Activation`` op on its own."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.name](x)
+
+
 class _Block(nn.Module):
-    """Resample the inputs, sum them inside the last conv of one of them (the host), then the units."""
+    """Resample the inputs, sum them inside the last conv of one of them (the host), then the units (or an op
+    block's ops)."""
 
     def __init__(self, block: BlockNode, chains: list[_Chain], units: list[nn.Module], act: str | None,
-                 onednn: bool) -> None:
+                 onednn: bool, ops: _Chain | None = None) -> None:
         super().__init__()
         self.inputs = nn.ModuleList(chains)
         self.units = nn.ModuleList(units)
+        self.ops = ops
         self.act = act
         self.weighted = block.weighted
         if self.weighted:
@@ -443,6 +470,8 @@ class _Block(nn.Module):
         for unit in self.units:
             x = unit.forward(x, scratch)
             scratch = True
+        if self.ops is not None:
+            x = self.ops.forward(x, image_hw)
         return x
 
 
@@ -477,13 +506,21 @@ class InferenceNet(nn.Module):
         if unknown:
             raise BackendError(f"InferenceNet cannot lower unit type(s) {', '.join(unknown)}")
         units = [_Unit(u, self.onednn) for u in module.units]
-        return _Block(module, chains, units, act, self.onednn)
+        ops = self._chain(module) if len(module.ops) else None
+        return _Block(module, chains, units, act, self.onednn, ops)
 
-    def _chain(self, chain: OpChain) -> _Chain:
+    def _chain(self, chain: OpChain | BlockNode) -> _Chain:
         ops: list[nn.Module] = []
         for op in chain.ops:
             if isinstance(op, ConvNormAct):
                 ops.append(FusedConv.fold(op, _act_name(op.act), self.onednn))
+            elif isinstance(op, SeparableConvNormAct):
+                ops.append(FusedConv.fold(op.depthwise, None, self.onednn))
+                ops.append(FusedConv.fold(op.pointwise, _act_name(op.pointwise.act), self.onednn))
+            elif isinstance(op, nn.modules.batchnorm._BatchNorm):
+                ops.append(_Affine(op))
+            elif _act_name(op) is not None:
+                ops.append(_Act(_act_name(op)))
             elif isinstance(op, MaxPoolSame):
                 ops.append(_MaxPool(op.kernel, op.stride))
             elif isinstance(op, UpsampleNearest):

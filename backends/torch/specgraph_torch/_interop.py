@@ -29,7 +29,12 @@ __all__ = ["load_structural", "structural_name", "to_structural"]
 _ROLES = {"conv.weight": "kernel", "conv.bias": "bias", "norm.weight": "gamma", "norm.bias": "beta",
           "norm.running_mean": "moving_mean", "norm.running_var": "moving_variance",
           "reduce.weight": "reduce/kernel", "reduce.bias": "reduce/bias",
-          "expand.weight": "expand/kernel", "expand.bias": "expand/bias"}
+          "expand.weight": "expand/kernel", "expand.bias": "expand/bias",
+          # a Norm op (a bare BatchNorm2d) and a SeparableConv op (depthwise, then pointwise with the bias and norm)
+          "weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance",
+          "depthwise.conv.weight": "depthwise_kernel", "pointwise.conv.weight": "pointwise_kernel",
+          "pointwise.conv.bias": "bias", "pointwise.norm.weight": "gamma", "pointwise.norm.bias": "beta",
+          "pointwise.norm.running_mean": "moving_mean", "pointwise.norm.running_var": "moving_variance"}
 _KEY = re.compile(r"^nodes\.(?P<node>[^.]+)\.(?:(?:inputs\.(?P<edge>\d+)\.)?ops\.(?P<op>\d+)|units\.(?P<unit>\d+)\."
                   r"(?P<part>[a-z0-9]+)|(?P<fuse>fusion_weights))(?:\.(?P<rest>.+))?$")
 

@@ -28,6 +28,7 @@ __all__ = [
     "ConvNormAct",
     "MaxPoolSame",
     "OpChain",
+    "SeparableConvNormAct",
     "SqueezeExcite",
     "StochasticDepth",
     "UpsampleNearest",
@@ -152,6 +153,19 @@ class ConvNormAct(nn.Module):
         if not self._static:
             x = _pad_same(x, self.kernel, self.stride, 0.0)
         return self.act(self.norm(self.conv(x)))
+
+
+class SeparableConvNormAct(nn.Module):
+    """``SeparableConv`` op: SAME-padded depthwise conv (no bias), 1x1 conv (bias only if asked), norm, activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, *,
+                 norm: nn.Module | None = None, act: nn.Module | None = None, bias: bool = False) -> None:
+        super().__init__()
+        self.depthwise = ConvNormAct(in_channels, in_channels, kernel, stride, groups=in_channels, glorot=True)
+        self.pointwise = ConvNormAct(in_channels, out_channels, 1, bias=bias, norm=norm, act=act, glorot=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
 
 
 class MaxPoolSame(nn.Module):
@@ -328,10 +342,11 @@ def fuse_inputs(xs: Sequence[torch.Tensor], weights: torch.Tensor | None) -> tor
 
 
 class BlockNode(nn.Module):
-    """Resample every input, fuse (sum or fast normalised weights), activation, block-group units."""
+    """Resample every input, fuse (sum or fast normalised weights), activation, block-group units; an op
+    block runs its ``ops`` (like an :class:`OpChain`) after the fusion instead of units."""
 
     def __init__(self, inputs: Sequence[OpChain], units: Sequence[nn.Module], fusion: str | None,
-                 act: nn.Module | None) -> None:
+                 act: nn.Module | None, ops: Sequence[nn.Module] = ()) -> None:
         super().__init__()
         self.inputs = nn.ModuleList(inputs)
         self.units = nn.Sequential(*units)
@@ -339,8 +354,12 @@ class BlockNode(nn.Module):
         if self.weighted:
             self.fusion_weights = nn.Parameter(torch.ones(len(inputs)))
         self.fusion_act = act if act is not None else nn.Identity()
+        self.ops = nn.ModuleList(ops)  # state-dict keys nodes.<node>.ops.<i>, like a stem's or an endpoint's
 
     def forward(self, parents: list[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
         xs = [edge(p, image_hw) for edge, p in zip(self.inputs, parents, strict=True)]
         x = fuse_inputs(xs, self.fusion_weights if self.weighted else None)
-        return self.units(self.fusion_act(x))
+        x = self.units(self.fusion_act(x))
+        for op in self.ops:
+            x = op(x, image_hw) if isinstance(op, UpsampleNearest) else op(x)
+        return x

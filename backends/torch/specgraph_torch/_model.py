@@ -13,7 +13,20 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from specgraph import ArgumentError, BackendError, Conv, MaxPool, Node, Plan, Spec, Upsample
+from specgraph import (
+    Activation,
+    ArgumentError,
+    BackendError,
+    Conv,
+    MaxPool,
+    Node,
+    Norm,
+    Op,
+    Plan,
+    SeparableConv,
+    Spec,
+    Upsample,
+)
 from specgraph.backend_api import (
     COMMON_OPTIONS,
     Feature,
@@ -25,7 +38,7 @@ from specgraph.backend_api import (
 )
 
 from ._blocks import make_unit
-from ._layers import BlockNode, ConvNormAct, MaxPoolSame, OpChain, UpsampleNearest
+from ._layers import BlockNode, ConvNormAct, MaxPoolSame, OpChain, SeparableConvNormAct, UpsampleNearest
 from ._ops import make_activation, make_norm
 
 __all__ = ["OPTIONS", "Feature", "FeatureInfo", "FrozenBatchNorm2d", "ShapeSpec", "SpecgraphModel", "compile"]
@@ -125,11 +138,14 @@ class SpecgraphModel(nn.Module):
         self.channels_last = False  # set by optimize_for_inference: inputs are converted on entry
 
     # --- construction -------------------------------------------------------------------
-    def _chain(self, ops: Sequence[Conv | MaxPool | Upsample], level: int, where: str,
-               glorot_depthwise: bool = False) -> OpChain:
+    def _chain(self, ops: Sequence[Op], level: int, where: str, glorot_depthwise: bool = False) -> OpChain:
+        return OpChain(self._op_modules(ops, level, where, glorot_depthwise))
+
+    def _op_modules(self, ops: Sequence[Op], level: int, where: str, glorot_depthwise: bool = False
+                    ) -> list[nn.Module]:
         modules: list[nn.Module] = []
         for op in ops:
-            if not isinstance(op, Conv | MaxPool | Upsample):
+            if not isinstance(op, Conv | SeparableConv | MaxPool | Upsample | Norm | Activation):
                 raise BackendError(f"{where}: the torch backend has no op {type(op).__name__}")
             level += op.level_step
             if isinstance(op, Conv):
@@ -138,6 +154,15 @@ class SpecgraphModel(nn.Module):
                     norm=self._norm(op.out_channels) if op.norm else None,
                     act=self._act() if op.activation else None, bias=op.bias,
                     glorot=glorot_depthwise and op.depthwise))
+            elif isinstance(op, SeparableConv):
+                modules.append(SeparableConvNormAct(
+                    op.in_channels, op.out_channels, op.kernel, op.stride,
+                    norm=self._norm(op.out_channels) if op.norm else None,
+                    act=self._act() if op.activation else None, bias=op.bias))
+            elif isinstance(op, Norm):
+                modules.append(self._norm(op.channels))
+            elif isinstance(op, Activation):
+                modules.append(self._act())
             elif isinstance(op, MaxPool):
                 modules.append(MaxPoolSame(op.kernel, op.stride))
             else:
@@ -145,7 +170,7 @@ class SpecgraphModel(nn.Module):
                 if expected != tuple(op.size):
                     raise BackendError(f"{where}: upsample output {op.size} is not the input size / 2**{level}")
                 modules.append(UpsampleNearest(op.factor, level))
-        return OpChain(modules)
+        return modules
 
     def _build_node(self, node: Node) -> nn.Module:
         where = f"{node.name} ({node.spec_path})"
@@ -161,7 +186,8 @@ class SpecgraphModel(nn.Module):
                   for e in node.inputs]
         rate = self.stochastic_depth_drop_rate * (node.drop_fraction or 0.0) if node.kind == "block" else 0.0
         units = [make_unit(u, self._norm, self._act, rate) for u in node.units]
-        return BlockNode(inputs, units, node.fusion, self._act() if node.fusion_activation else None)
+        ops = self._op_modules(node.ops, node.fused_level, where) if node.kind == "block" else []
+        return BlockNode(inputs, units, node.fusion, self._act() if node.fusion_activation else None, ops)
 
     # --- forward ------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -196,8 +222,9 @@ class SpecgraphModel(nn.Module):
 
     @property
     def out_channels(self) -> int | None:
-        """The endpoints' channels (torchvision's contract); None when they differ per level (no endpoint convs)."""
-        return self.plan.endpoints_num_filters
+        """The endpoints' channels (torchvision's contract); None when they differ per level (ResNet's bare ones)."""
+        widths = {f.channels for f in self.feature_info}
+        return widths.pop() if len(widths) == 1 else None
 
     def extra_repr(self) -> str:
         p = self.plan

@@ -27,7 +27,8 @@ class TorchvisionBackbone(nn.Module):
             widths = ", ".join(f"{f.level}: {f.channels}" for f in model.feature_info)
             raise BackendError(Problem(
                 f"torchvision detectors need one width at every level; these endpoints differ ({widths}): "
-                "use a spec with endpoint convs (`[endpoints] conv = true` and endpoints_num_filters)", "model"))
+                "use a spec with endpoint convs (`[endpoints] conv = true` and endpoints_num_filters) or a decoder "
+                "(resnet_fpn)", "model"))
         self.body = model
         self.out_channels = model.out_channels
         self.size_divisibility = model.size_divisibility
