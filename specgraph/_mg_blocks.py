@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import PlanError, Problem, WeightsError
-from ._plan import Plan
+from ._plan import Conv, Node, Op, Plan, SeparableConv
 
-__all__ = ["MODELGARDEN_BACKBONES", "MODELGARDEN_BLOCKS", "ModelGardenBackbone", "ModelGardenBlock",
-           "modelgarden_backbone", "modelgarden_plan"]
+__all__ = ["MODELGARDEN_BACKBONES", "MODELGARDEN_BLOCKS", "MODELGARDEN_OP_VARIABLES", "ModelGardenBackbone",
+           "ModelGardenBlock", "is_op_block", "modelgarden_backbone", "modelgarden_decoder_layers",
+           "modelgarden_parts", "modelgarden_plan", "op_variables"]
 
 
 @dataclass(frozen=True)
@@ -114,3 +115,63 @@ def modelgarden_plan(plan: Plan) -> Plan:
         raise WeightsError(Problem(f"Model Garden weights for levels {levels} need the network of levels "
                                    f"{plan.min_level}..{plan.max_level}: {exc.problems[0].message}",
                                    f"{plan.spec_name} {plan.variant}")) from None
+
+
+# Model Garden's decoders (FPN) name their layers (``lateral_3``, ``post_hoc_3``, ``coarser_6``, ``norm_3``): an op
+# block of the spec is the layer of its own name, and its one weighted op holds that layer's variables, named
+# per plan op kind (the bias only where the op has one).
+MODELGARDEN_OP_VARIABLES: dict[str, tuple[str, ...]] = {
+    "conv": ("kernel", "bias"),
+    "separable_conv": ("depthwise_kernel", "pointwise_kernel", "bias"),
+    "norm": ("gamma", "beta", "moving_mean", "moving_variance"),
+}
+
+
+def op_variables(op: Op) -> tuple[str, ...]:
+    """The Keras variables of a weighted op of an op block, in Keras's order."""
+    names = MODELGARDEN_OP_VARIABLES[op.op]
+    return tuple(n for n in names if n != "bias" or (isinstance(op, Conv | SeparableConv) and op.bias))
+
+
+def is_op_block(node: Node) -> bool:
+    """A block given as single ops (a decoder's node), not as a block group."""
+    return node.kind == "block" and not node.units
+
+
+def modelgarden_decoder_layers(plan: Plan) -> dict[str, tuple[int, Op]]:
+    """Op block name (= Model Garden's layer name) -> (index in its ops, its weighted op); a :class:`WeightsError`
+    for an op block Model Garden's decoders have no layer for (resampling convs, two weighted ops)."""
+    layers: dict[str, tuple[int, Op]] = {}
+    problems = []
+    for node in plan.nodes:
+        if not is_op_block(node):
+            continue
+        if any(isinstance(op, Conv | SeparableConv) for edge in node.inputs for op in edge.ops):
+            problems.append(Problem("its inputs are projected by convs, which Model Garden's FPN has no layers for",
+                                    node.name))
+        weighted = [(i, op) for i, op in enumerate(node.ops) if op.op in MODELGARDEN_OP_VARIABLES]
+        if len(weighted) > 1:
+            problems.append(Problem(f"{len(weighted)} weighted ops; a Model Garden decoder layer (named after the "
+                                    "block) holds one", node.name))
+        elif weighted:
+            layers[node.name] = weighted[0]
+    if problems:
+        raise WeightsError(problems)
+    return layers
+
+
+def modelgarden_parts(source: Any, plan: Plan) -> tuple[Any, Any]:
+    """(backbone, decoder) Model Garden models from ``source``: a detection model (its ``backbone`` and
+    ``decoder``), a ``(backbone, decoder)`` pair, or a backbone alone (decoder None). A plan with op blocks
+    needs the decoder; a plan without takes the backbone alone."""
+    if hasattr(source, "backbone") and hasattr(source, "decoder"):
+        backbone, decoder = source.backbone, source.decoder
+    elif isinstance(source, tuple | list) and len(source) == 2:
+        backbone, decoder = source
+    else:
+        backbone, decoder = source, None
+    wants_decoder = any(is_op_block(node) for node in plan.nodes)
+    if wants_decoder and decoder is None:
+        raise WeightsError(Problem("the plan has decoder blocks (op blocks): give the Model Garden backbone and "
+                                   "decoder, as (backbone, decoder) or a detection model holding both", "source"))
+    return backbone, decoder if wants_decoder else None

@@ -19,10 +19,15 @@ from ._memory import available_memory, check_memory, format_bytes
 from ._mg_blocks import (
     MODELGARDEN_BACKBONES,
     MODELGARDEN_BLOCKS,
+    MODELGARDEN_OP_VARIABLES,
     ModelGardenBackbone,
     ModelGardenBlock,
+    is_op_block,
     modelgarden_backbone,
+    modelgarden_decoder_layers,
+    modelgarden_parts,
     modelgarden_plan,
+    op_variables,
 )
 from ._naming import output_name
 from ._options import COMMON_OPTIONS, check_options, check_plan_matches, frozen_nodes
@@ -45,6 +50,7 @@ __all__ = [
     "LoadReport",
     "MODELGARDEN_BACKBONES",
     "MODELGARDEN_BLOCKS",
+    "MODELGARDEN_OP_VARIABLES",
     "ModelGardenBackbone",
     "ModelGardenBlock",
     "Namespace",
@@ -60,10 +66,14 @@ __all__ = [
     "frozen_nodes",
     "fuse_slot",
     "header",
+    "is_op_block",
     "levels_of",
     "modelgarden_backbone",
+    "modelgarden_decoder_layers",
+    "modelgarden_parts",
     "modelgarden_plan",
     "op_slot",
+    "op_variables",
     "output_name",
     "parse_levels",
     "render_template",

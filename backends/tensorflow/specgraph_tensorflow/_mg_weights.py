@@ -22,7 +22,14 @@ import tf_keras
 
 from specgraph import Plan, Problem, WeightsError
 from specgraph._weights import first_line
-from specgraph.backend_api import MODELGARDEN_BLOCKS, modelgarden_backbone
+from specgraph.backend_api import (
+    MODELGARDEN_BLOCKS,
+    modelgarden_backbone,
+    modelgarden_decoder_layers,
+    modelgarden_parts,
+    op_slot,
+    op_variables,
+)
 
 from ._layers import ConvNormAct, Fuse
 from ._units import BlockUnit
@@ -71,9 +78,37 @@ def _unit_arrays(block: Any, unit: BlockUnit) -> dict[str, Any]:
     return out
 
 
-def modelgarden_arrays(model: Any, mg: Any) -> tuple[dict[str, Any], list[Problem]]:
-    """``({specgraph weight name: array}, problems)`` for Model Garden model ``mg`` (nothing is checked but the
-    layer structure: the caller checks the arrays)."""
+def _decoder_arrays(plan: Plan, decoder: Any) -> tuple[dict[str, Any], list[Problem]]:
+    """The op blocks' weights from Model Garden's decoder, whose layers are named after them."""
+    arrays: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for name, (i, op) in modelgarden_decoder_layers(plan).items():
+        try:
+            layer = decoder.get_layer(name)
+        except ValueError:
+            problems.append(Problem(f"the Model Garden decoder has no layer {name!r}", op_slot(name, i)))
+            continue
+        for var in op_variables(op):
+            value = getattr(layer, var, None)
+            if value is None:
+                problems.append(Problem(f"Model Garden layer {name!r} ({type(layer).__name__}) has no {var}",
+                                        op_slot(name, i)))
+            else:
+                arrays[f"{op_slot(name, i)}/{var}"] = value.numpy()
+    return arrays, problems
+
+
+def modelgarden_arrays(model: Any, source: Any) -> tuple[dict[str, Any], list[Problem]]:
+    """``({specgraph weight name: array}, problems)`` for Model Garden's backbone (and decoder) ``source``
+    (nothing is checked but the layer structure: the caller checks the arrays)."""
+    mg, decoder = modelgarden_parts(source, model.plan)
+    decoder_arrays, decoder_problems = _decoder_arrays(model.plan, decoder) if decoder is not None else ({}, [])
+    decoder_slots = {op_slot(name, i) for name, (i, _) in modelgarden_decoder_layers(model.plan).items()}
+    arrays, problems = _backbone_arrays(model, mg, decoder_slots)
+    return {**arrays, **decoder_arrays}, problems + decoder_problems
+
+
+def _backbone_arrays(model: Any, mg: Any, skip: set[str]) -> tuple[dict[str, Any], list[Problem]]:
     layers = list(getattr(mg, "layers", []))
     groups: dict[str, list[Any]] = {"conv": [], "dwconv": [], **{unit_type: [] for unit_type in MODELGARDEN_BLOCKS}}
     norm_of: dict[int, Any] = {}
@@ -95,6 +130,8 @@ def modelgarden_arrays(model: Any, mg: Any) -> tuple[dict[str, Any], list[Proble
     wanted: dict[str, list[tuple[str, Any]]] = {g: [] for g in groups}
     problems: list[Problem] = []
     for key, layer in model.slots.items():
+        if key in skip:
+            continue
         if isinstance(layer, ConvNormAct):
             wanted["dwconv" if isinstance(layer.conv, tf_keras.layers.DepthwiseConv2D) else "conv"].append((key, layer))
         elif isinstance(layer, BlockUnit):

@@ -86,9 +86,10 @@ def load_weights(model: Any, source: Any, *, strict: bool = True, prefix: str = 
     if prefix:
         raise ArgumentError(Problem("a prefix selects names of a mapping or an .npz; a Model Garden model or "
                                     "checkpoint is read by structure: leave prefix out", "prefix"))
-    if not isinstance(source, str | os.PathLike) and not hasattr(source, "layers"):
-        raise ArgumentError(Problem("expected a Model Garden model, a checkpoint path, an .npz path or a mapping of "
-                                    f"name -> array; got {type(source).__name__}", "source"))
+    if not isinstance(source, str | os.PathLike | tuple | list) and not hasattr(source, "layers"):
+        raise ArgumentError(Problem("expected a Model Garden model (or a (backbone, decoder) pair, or a detection "
+                                    "model), a checkpoint path, an .npz path or a mapping of name -> array; got "
+                                    f"{type(source).__name__}", "source"))
     full = modelgarden_plan(model.plan)
     if isinstance(source, str | os.PathLike):
         from ._mg_weights import modelgarden_from_checkpoint

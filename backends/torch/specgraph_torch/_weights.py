@@ -24,7 +24,15 @@ import torch
 
 from specgraph import ArgumentError, Conv, Node, Plan, Problem, WeightsError
 from specgraph._weights import Target, convert_weights, read_npz
-from specgraph.backend_api import MODELGARDEN_BLOCKS, modelgarden_backbone, modelgarden_plan
+from specgraph.backend_api import (
+    MODELGARDEN_BLOCKS,
+    is_op_block,
+    modelgarden_backbone,
+    modelgarden_decoder_layers,
+    modelgarden_parts,
+    modelgarden_plan,
+    op_variables,
+)
 
 from ._model import SpecgraphModel
 
@@ -40,11 +48,24 @@ _TOP = re.compile(r"^(.+?)(?:_(\d+))?$")
 
 @dataclass(frozen=True)
 class _Ref:
-    """A Keras layer by class and model-local creation index (resolved against the source later)."""
+    """A Keras layer by class and model-local creation index (resolved against the source later), or by its
+    own name (``named``: a decoder's ``lateral_3``)."""
 
     cls: str
     index: int
     from_end: bool = False  # index counts back from the class's last layer
+    named: bool = False
+
+
+# Torch key suffix and layout of each Keras variable of an op block's weighted op (``op_variables``), per op kind.
+_OP_KEYS: dict[str, dict[str, tuple[str, str]]] = {
+    "conv": {"kernel": ("conv.weight", "conv"), "bias": ("conv.bias", "vector")},
+    "separable_conv": {"depthwise_kernel": ("depthwise.conv.weight", "depthwise"),
+                       "pointwise_kernel": ("pointwise.conv.weight", "conv"),
+                       "bias": ("pointwise.conv.bias", "vector")},
+    "norm": {"gamma": ("weight", "vector"), "beta": ("bias", "vector"), "moving_mean": ("running_mean", "vector"),
+             "moving_variance": ("running_var", "vector")},
+}
 
 
 @dataclass(frozen=True)
@@ -130,8 +151,12 @@ def _modelgarden_entries(plan: Plan) -> list[_Entry]:
     entries: list[_Entry] = []
     top = _Counter()
     endpoints = [n for n in plan.nodes if n.kind == "endpoint"]
+    for name, (i, op) in modelgarden_decoder_layers(plan).items():
+        for var in op_variables(op):
+            suffix, layout = _OP_KEYS[op.op][var]
+            entries.append(_Entry(_Ref(name, 0, named=True), "", var, f"nodes.{name}.ops.{i}.{suffix}", layout))
     for node in _unpruned(plan):
-        if node.kind == "endpoint":
+        if node.kind == "endpoint" or is_op_block(node):
             continue
         if node.name in plan.pruned:
             _conv_bn_ghost(top, node)
@@ -218,10 +243,19 @@ def _read(source: Any, plan: Plan) -> tuple[dict[str, Any], str | None]:
         if path.endswith(".npz"):
             return {k.removesuffix(":0"): v for k, v in read_npz(path).items()}, path
         return _from_checkpoint(path, plan), path
-    if hasattr(source, "weights"):
-        return _from_keras(source), None
-    raise ArgumentError(Problem("expected a Model Garden Keras model, a checkpoint path, an .npz path or a mapping "
-                                f"of variable name -> array; got {type(source).__name__}", "source"))
+    if isinstance(source, tuple | list) or hasattr(source, "weights"):
+        backbone, decoder = modelgarden_parts(source, plan)
+        values = _from_keras(backbone)
+        if decoder is not None:
+            theirs = _from_keras(decoder)
+            twice = sorted(set(values) & set(theirs))
+            if twice:
+                raise WeightsError([Problem("in the backbone and in the decoder", name) for name in twice])
+            values.update(theirs)
+        return values, None
+    raise ArgumentError(Problem("expected a Model Garden Keras model (or a (backbone, decoder) pair, or a detection "
+                                "model), a checkpoint path, an .npz path or a mapping of variable name -> array; got "
+                                f"{type(source).__name__}", "source"))
 
 
 def require_model(model: Any) -> None:
@@ -238,8 +272,11 @@ def _resolve(entries: list[_Entry], names: set[str]) -> dict[str, _Entry]:
     out: dict[str, _Entry] = {}
     for e in entries:
         idx = seen.get(e.layer.cls) or [0]
-        index = max(idx) - e.layer.index if e.layer.from_end else min(idx) + e.layer.index
-        parts = [_name(e.layer.cls, index), e.inner, e.var]
+        if e.layer.named:
+            parts = [e.layer.cls, e.inner, e.var]
+        else:
+            index = max(idx) - e.layer.index if e.layer.from_end else min(idx) + e.layer.index
+            parts = [_name(e.layer.cls, index), e.inner, e.var]
         out["/".join(p for p in parts if p)] = e
     return out
 
