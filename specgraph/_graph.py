@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import networkx as nx
 
 from ._errors import ArgumentError, GraphError, Problem
-from ._schema import Block, Spec, missing_fields
+from ._schema import Block, Cell, Spec, Variant, missing_fields
 from ._text import format_path
 
-__all__ = ["ENDPOINT_PREFIX", "RESERVED_NAMES", "SpecGraph", "build_graph", "expansion"]
+__all__ = ["ENDPOINT_PREFIX", "RESERVED_NAMES", "SpecGraph", "build_graph", "cell_node", "cell_repeats", "expansion"]
 
 RESERVED_NAMES = frozenset({"input", "stem"})
 ENDPOINT_PREFIX = "endpoint_"  # endpoint nodes are named endpoint_<level>
@@ -56,21 +56,37 @@ def _needs_width(block: Block) -> bool:
     return any(op.op in ("conv", "separable_conv") for op in block.ops)
 
 
-def build_graph(spec: Spec) -> SpecGraph:
-    """Check the spec's topology and return its DAG (cached on the spec)."""
+def cell_node(cell: str, repetition: int, block: str) -> str:
+    """The node of ``block`` in repetition ``repetition`` (from 1) of cell ``cell``: ``nasfpn_2/b7``."""
+    return f"{cell}_{repetition}/{block}"
+
+
+def cell_repeats(spec: Spec, variant: Variant | None = None) -> dict[str, int]:
+    """How many times each cell repeats: the variant's ``repeats`` table, else the cell's own ``repeats``."""
+    table = (variant.repeats or {}) if variant is not None else {}
+    return {cell.name: table.get(cell.name, cell.repeats) for cell in spec.cells}
+
+
+def build_graph(spec: Spec, repeats: dict[str, int] | None = None) -> SpecGraph:
+    """Check the spec's topology and return its DAG (cached on the spec), with each cell repeated ``repeats[cell]``
+    times (default: the cells' own ``repeats``; a variant's come from :func:`cell_repeats`)."""
     if not isinstance(spec, Spec):
         raise ArgumentError(f"build_graph(spec): expected a Spec (see specgraph.load), got {type(spec).__name__}")
-    cached = spec._graph
-    if isinstance(cached, SpecGraph):
-        return cached
-    graph = _Builder(spec).build()
-    spec._graph = graph
+    counts = cell_repeats(spec) if repeats is None else {c.name: repeats.get(c.name, c.repeats) for c in spec.cells}
+    key = tuple(sorted(counts.items()))
+    cache = spec._graph if isinstance(spec._graph, dict) else {}
+    if key in cache:
+        return cache[key]
+    graph = _Builder(spec, counts).build()
+    cache[key] = graph
+    spec._graph = cache
     return graph
 
 
 class _Builder:
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, repeats: dict[str, int]) -> None:
         self.spec = spec
+        self.repeats = repeats
         self.source = spec._source
         self.problems: list[Problem] = []
 
@@ -90,6 +106,7 @@ class _Builder:
         self._check_settings()
         self._add_stem(dag)
         self._add_body(dag)
+        self._add_cells(dag)
         self.raise_if_failed()
         order = self._order(dag)
         self.raise_if_failed()
@@ -142,32 +159,97 @@ class _Builder:
             return
         dag.add_node(name, path=path, **attrs)
 
+    def _add_block(self, dag: nx.DiGraph, block: Block, name: str, path: str, index: int, output: bool) -> None:
+        if block.filters is None and _needs_width(block):
+            self._check_level(path, block.level)
+        ops = tuple(block.ops) if block.ops is not None else None
+        self._add_node(dag, name, path, kind="block", index=index, level=block.level, type=block.type,
+                       output=output, repeats=block.repeats, ops=ops, filters=block.filters,
+                       fusion=block.fusion or self.spec.fusion.method)
+        if (block.fusion or self.spec.fusion.method) == "attention" and len(block.inputs) < 2:
+            where = f"{path}.fusion" if block.fusion else f"{path}.inputs"
+            self.fail(where, "attention fusion gates its second input by the first: give at least 2 inputs, or "
+                      "another fusion for this block")
+        self._check_op_levels(path, block)
+
+    def _add_inputs(self, dag: nx.DiGraph, name: str, path: str, refs: list[tuple[str, str]], known: list[str]
+                    ) -> None:
+        """Edges from ``refs`` (the node each input names, and the name as written) into ``name``."""
+        if dag.nodes.get(name, {}).get("path") != path:
+            return  # a duplicate; already reported
+        seen: set[str] = set()
+        for j, (ref, written) in enumerate(refs):
+            where = f"{path}.inputs[{j}]"
+            if ref == name:
+                self.fail(where, f"block {written!r} cannot be its own input")
+            elif ref not in dag:
+                self.fail(where, _no_block(written, known))
+            elif ref in seen:
+                self.fail(where, f"{written!r} is listed twice; each parent is fused once")
+            else:
+                seen.add(ref)
+                dag.add_edge(ref, name, kind="input", slot=j)
+
     def _add_body(self, dag: nx.DiGraph) -> None:
         blocks = self.spec.blocks
         for i, block in enumerate(blocks):
-            path = f"blocks[{i}]"
-            if block.filters is None and _needs_width(block):
-                self._check_level(path, block.level)
-            ops = tuple(block.ops) if block.ops is not None else None
-            self._add_node(dag, block.name, path, kind="block", index=i, level=block.level, type=block.type,
-                           output=block.output, repeats=block.repeats, ops=ops, filters=block.filters)
-            self._check_op_levels(path, block)
+            self._add_block(dag, block, block.name, f"blocks[{i}]", i, block.output)
         known = list(dag.nodes)
         for i, block in enumerate(blocks):
-            if dag.nodes.get(block.name, {}).get("path") != f"blocks[{i}]":
-                continue  # a duplicate; already reported
-            seen: set[str] = set()
-            for j, ref in enumerate(block.inputs):
-                path = f"blocks[{i}].inputs[{j}]"
-                if ref == block.name:
-                    self.fail(path, f"block {ref!r} cannot be its own input")
+            self._add_inputs(dag, block.name, f"blocks[{i}]", [(ref, ref) for ref in block.inputs], known)
+
+    def _add_cells(self, dag: nx.DiGraph) -> None:
+        """Each cell's blocks once per repetition (``cell_node`` names); a repetition's cell inputs are the previous
+        one's outputs."""
+        index = len(self.spec.blocks)
+        for c, cell in enumerate(self.spec.cells):
+            where = f"cells[{c}]"
+            own = [block.name for block in cell.blocks]
+            known = list(dag.nodes)
+            if cell.name in dag:
+                self.fail(f"{where}.name", f"{cell.name!r} is also a block's name; a cell needs its own")
+            if len(cell.inputs) != len(cell.outputs):
+                self.fail(f"{where}.outputs", f"{len(cell.outputs)} outputs for {len(cell.inputs)} inputs: each output "
+                          "takes the place of the input at its position in the next repetition")
+            for k, ref in enumerate(cell.inputs):
+                if ref in own:
+                    self.fail(f"{where}.inputs[{k}]", f"{ref!r} is a block of the cell; its inputs come from outside")
                 elif ref not in dag:
-                    self.fail(path, _no_block(ref, known))
-                elif ref in seen:
-                    self.fail(path, f"{ref!r} is listed twice; each parent is fused once")
-                else:
-                    seen.add(ref)
-                    dag.add_edge(ref, block.name, kind="input", slot=j)
+                    self.fail(f"{where}.inputs[{k}]", _no_block(ref, known))
+            for k, ref in enumerate(cell.outputs):
+                if ref not in own:
+                    self.fail(f"{where}.outputs[{k}]", _no_block(ref, own) + " (a block of this cell)")
+            twice = sorted({name for name in own if own.count(name) > 1})
+            for name in twice:
+                self.fail(f"{where}.blocks", f"duplicate block name {name!r} in the cell; names must be unique")
+            if self.problems:
+                return
+            count = self.repeats[cell.name]
+            for r in range(1, count + 1):
+                for j, block in enumerate(cell.blocks):
+                    self._add_block(dag, block, cell_node(cell.name, r, block.name), f"{where}.blocks[{j}]", index,
+                                    block.output and r == count)
+                    index += 1
+                for j, block in enumerate(cell.blocks):
+                    refs = []
+                    for ref in block.inputs:
+                        if ref in own:
+                            refs.append((cell_node(cell.name, r, ref), ref))
+                        elif ref in cell.inputs and r > 1:
+                            out = cell.outputs[cell.inputs.index(ref)]
+                            refs.append((cell_node(cell.name, r - 1, out), ref))
+                        else:
+                            refs.append((ref, ref))
+                    self._add_inputs(dag, cell_node(cell.name, r, block.name), f"{where}.blocks[{j}]", refs,
+                                     known + own)
+            self._check_cell_levels(dag, c, cell)
+
+    def _check_cell_levels(self, dag: nx.DiGraph, c: int, cell: Cell) -> None:
+        for k, (ref, out) in enumerate(zip(cell.inputs, cell.outputs, strict=False)):
+            level = dag.nodes[cell_node(cell.name, 1, out)]["level"]
+            if dag.nodes[ref]["level"] != level:
+                self.fail(f"cells[{c}].outputs[{k}]", f"{out!r} is at level {level}, the input it replaces in the "
+                          f"next repetition ({ref!r}) at level {dag.nodes[ref]['level']}; they must match")
 
     def _check_op_levels(self, path: str, block: Block) -> None:
         """An op block's strided ops move its level on from where its inputs are fused: that level must exist."""
@@ -192,17 +274,17 @@ class _Builder:
 
     def _check_outputs(self, dag: nx.DiGraph) -> None:
         owner: dict[int, str] = {}
-        marked = [(f"stem.blocks[{i}]", b) for i, b in enumerate(self.spec.stem.blocks)] + \
-            [(f"blocks[{i}]", b) for i, b in enumerate(self.spec.blocks)]
-        for path, block in marked:
-            if not block.output:
+        marked = sorted(dag.nodes, key=lambda n: (dag.nodes[n]["kind"] == "block", dag.nodes[n]["index"]))
+        for name in marked:
+            node = dag.nodes[name]
+            if not node["output"]:
                 continue
-            if block.level in owner:
-                first = owner[block.level]
-                self.fail(f"{path}.output", f"level {block.level} already has output block {first!r} "
+            if node["level"] in owner:
+                first = owner[node["level"]]
+                self.fail(f"{node['path']}.output", f"level {node['level']} already has output block {first!r} "
                           f"({dag.nodes[first]['path']}); one output per level")
             else:
-                owner[block.level] = block.name
+                owner[node["level"]] = name
         lo, hi = self.spec.endpoints.min_level, self.spec.endpoints.max_level
         for level in range(lo, hi + 1):
             if level not in owner:
@@ -215,9 +297,12 @@ class _Builder:
                   and dag.nodes[n]["level"] in spec.filters}
         for name, variant in spec.variants.items():
             path = f"variants.{name}" if name.isidentifier() else f'variants."{name}"'
-            for block in variant.repeats or {}:
-                if block not in dag:
-                    self.fail(f"{path}.repeats.{block}", _no_block(block, list(dag)))
+            cells = {cell.name for cell in spec.cells}
+            for block, count in (variant.repeats or {}).items():
+                if block not in dag and block not in cells:
+                    self.fail(f"{path}.repeats.{block}", _no_block(block, [*dag, *cells]))
+                elif block in cells and count > 32:
+                    self.fail(f"{path}.repeats.{block}", f"a cell repeats 1 to 32 times, not {count}")
             scale = variant.filter_size_scale
             for level in sorted(levels & set(spec.filters)):
                 if int(spec.filters[level] * scale) < 1:

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import PlanError, Problem, WeightsError
-from ._plan import Conv, Node, Op, Plan, SeparableConv
+from ._plan import Conv, Node, Norm, Op, Plan, SeparableConv
+from ._slots import op_slot
 
-__all__ = ["MODELGARDEN_BACKBONES", "MODELGARDEN_BLOCKS", "MODELGARDEN_OP_VARIABLES", "ModelGardenBackbone",
-           "ModelGardenBlock", "is_op_block", "modelgarden_backbone", "modelgarden_decoder_layers",
-           "modelgarden_parts", "modelgarden_plan", "op_variables"]
+__all__ = ["MODELGARDEN_BACKBONES", "MODELGARDEN_BLOCKS", "MODELGARDEN_DECODERS", "DecoderVariable",
+           "ModelGardenBackbone", "ModelGardenBlock", "is_op_block", "modelgarden_backbone",
+           "modelgarden_decoder_variables", "modelgarden_parts", "modelgarden_plan"]
 
 
 @dataclass(frozen=True)
@@ -117,20 +118,45 @@ def modelgarden_plan(plan: Plan) -> Plan:
                                    f"{plan.spec_name} {plan.variant}")) from None
 
 
-# Model Garden's decoders (FPN) name their layers (``lateral_3``, ``post_hoc_3``, ``coarser_6``, ``norm_3``): an op
-# block of the spec is the layer of its own name, and its one weighted op holds that layer's variables, named
-# per plan op kind (the bias only where the op has one).
-MODELGARDEN_OP_VARIABLES: dict[str, tuple[str, ...]] = {
-    "conv": ("kernel", "bias"),
-    "separable_conv": ("depthwise_kernel", "pointwise_kernel", "bias"),
-    "norm": ("gamma", "beta", "moving_mean", "moving_variance"),
-}
+# How each built-in decoder spec's Model Garden decoder names its layers: ``named`` (FPN: after the spec's op
+# blocks, ``lateral_3``, ``post_hoc_3``, ``coarser_6``, ``norm_3``) or ``created`` (NAS-FPN: Keras's per-class
+# names, ``conv2d_7``, ``batch_normalization_12``, ``separable_conv2d_3``, in the order it creates them, which is
+# the plan's order of op blocks, each one's input projections, then its ops). Other specs: ``named``.
+MODELGARDEN_DECODERS: dict[str, str] = {"resnet_fpn": "named", "resnet_nasfpn": "created"}
+
+# Keras's variables (our weight roles too) of each weighted decoder layer kind, in Keras's order.
+_NORM_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
-def op_variables(op: Op) -> tuple[str, ...]:
-    """The Keras variables of a weighted op of an op block, in Keras's order."""
-    names = MODELGARDEN_OP_VARIABLES[op.op]
-    return tuple(n for n in names if n != "bias" or (isinstance(op, Conv | SeparableConv) and op.bias))
+@dataclass(frozen=True)
+class DecoderVariable:
+    """One Model Garden decoder variable and where it goes in a specgraph model."""
+
+    node: str
+    edge: int | None  # the op is on the node's edge-th input (a projection), or (None) one of its own ops
+    op_index: int  # its place in those ops
+    op: Op
+    role: str  # our weight role and Keras's variable name: kernel, bias, depthwise_kernel, gamma, ...
+    layer: str  # the Keras layer's name (``index`` None), or its class's name prefix (``conv2d``)
+    index: int | None = None  # the layer's creation position among the decoder's layers of its class
+
+    @property
+    def slot(self) -> str:
+        """The op's weight slot (``op_slot``): ``lateral_3/op0``, ``nasfpn_2/b5/op1``, ``p3/in0/op0``."""
+        return op_slot(self.node, self.op_index, self.edge)
+
+
+def _layers_of(op: Op) -> list[tuple[str, tuple[str, ...]]]:
+    """The Keras layers a weighted decoder op is (class name prefix, its variables), in creation order."""
+    layers: list[tuple[str, tuple[str, ...]]] = []
+    if isinstance(op, SeparableConv):
+        layers.append(("separable_conv2d", ("depthwise_kernel", "pointwise_kernel", *(("bias",) if op.bias else ()))))
+    elif isinstance(op, Conv):
+        layers.append(("depthwise_conv2d" if op.depthwise else "conv2d",
+                       ("depthwise_kernel" if op.depthwise else "kernel", *(("bias",) if op.bias else ()))))
+    if isinstance(op, Norm) or (isinstance(op, Conv | SeparableConv) and op.norm):
+        layers.append(("batch_normalization", _NORM_VARIABLES))
+    return layers
 
 
 def is_op_block(node: Node) -> bool:
@@ -138,26 +164,34 @@ def is_op_block(node: Node) -> bool:
     return node.kind == "block" and not node.units
 
 
-def modelgarden_decoder_layers(plan: Plan) -> dict[str, tuple[int, Op]]:
-    """Op block name (= Model Garden's layer name) -> (index in its ops, its weighted op); a :class:`WeightsError`
-    for an op block Model Garden's decoders have no layer for (resampling convs, two weighted ops)."""
-    layers: dict[str, tuple[int, Op]] = {}
+def modelgarden_decoder_variables(plan: Plan) -> list[DecoderVariable]:
+    """Every Model Garden decoder variable of the plan's op blocks, in creation order (see ``MODELGARDEN_DECODERS``).
+
+    A :class:`WeightsError` for op blocks a named decoder has no layer for (a block with two weighted layers)."""
+    naming = MODELGARDEN_DECODERS.get(plan.spec_name, "named")
+    out: list[DecoderVariable] = []
+    counts: dict[str, int] = {}
     problems = []
     for node in plan.nodes:
         if not is_op_block(node):
             continue
-        if any(isinstance(op, Conv | SeparableConv) for edge in node.inputs for op in edge.ops):
-            problems.append(Problem("its inputs are projected by convs, which Model Garden's FPN has no layers for",
-                                    node.name))
-        weighted = [(i, op) for i, op in enumerate(node.ops) if op.op in MODELGARDEN_OP_VARIABLES]
-        if len(weighted) > 1:
-            problems.append(Problem(f"{len(weighted)} weighted ops; a Model Garden decoder layer (named after the "
-                                    "block) holds one", node.name))
-        elif weighted:
-            layers[node.name] = weighted[0]
+        ops = [(j, i, op) for j, edge in enumerate(node.inputs) for i, op in enumerate(edge.ops)]
+        ops += [(None, i, op) for i, op in enumerate(node.ops)]
+        layers = [((edge, i, op), cls, variables) for edge, i, op in ops for cls, variables in _layers_of(op)]
+        if naming == "named" and len(layers) > 1:
+            problems.append(Problem(f"{len(layers)} weighted layers; a Model Garden decoder layer named after the "
+                                    "block holds one", node.name))
+            continue
+        for (edge, i, op), cls, variables in layers:
+            if naming == "named":
+                out += [DecoderVariable(node.name, edge, i, op, role, node.name) for role in variables]
+            else:
+                index = counts.get(cls, 0)
+                counts[cls] = index + 1
+                out += [DecoderVariable(node.name, edge, i, op, role, cls, index) for role in variables]
     if problems:
         raise WeightsError(problems)
-    return layers
+    return out
 
 
 def modelgarden_parts(source: Any, plan: Plan) -> tuple[Any, Any]:

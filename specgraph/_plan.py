@@ -18,6 +18,10 @@ Op semantics (what every backend must implement):
 - ``Add``: a unit's residual sum, ``drop(branch) + shortcut``: the branch after stochastic depth
   (the node's rate) plus the shortcut path's output (the unit's input when it has no shortcut op).
 - ``Activation``: the plan's activation on its own (after an ``Add``, or as a node op).
+
+A block's inputs are fused (``Node.fusion``) by ``sum``; ``weighted``, fast normalised
+``sum(relu(w_i) x_i) / (sum relu(w) + 1e-4)``; or ``attention``, NAS-FPN's global attention
+``x_0 + x_1 * sigmoid(max_hw(x_0))`` with any further inputs added as they are.
 - ``SeparableConv``: a depthwise ``kernel x kernel`` convolution (no bias), then a 1x1 convolution to
   ``out_channels`` (with the bias, if ``bias``), Keras's ``SeparableConv2D``; then norm and activation
   like ``Conv``.
@@ -306,7 +310,7 @@ class Node:
     ops: tuple[Op, ...] = ()
     block_type: str | None = None
     units: tuple[Unit, ...] = ()
-    fusion: Literal["sum", "weighted"] | None = None
+    fusion: Literal["sum", "weighted", "attention"] | None = None
     fusion_activation: bool = False
     drop_fraction: float | None = None  # stochastic depth rate = drop_rate * drop_fraction
     output_level: int | None = None

@@ -11,7 +11,7 @@ from typing import Any
 import networkx as nx
 
 from ._errors import ArgumentError, PlanError, Problem
-from ._graph import ENDPOINT_PREFIX, SpecGraph, build_graph, expansion
+from ._graph import ENDPOINT_PREFIX, SpecGraph, build_graph, cell_repeats, expansion
 from ._plan import Activation, Conv, Edge, MaxPool, Node, Norm, Op, Plan, SeparableConv, Size, Unit, Upsample
 from ._schema import MAX_LEVEL, Spec, Variant
 from ._text import brief
@@ -124,6 +124,8 @@ def plan(
         raise ArgumentError(f"input_channels: expected an integer, got {brief(input_channels)}")
     graph = build_graph(spec)
     name, var = spec.variant(variant)
+    if spec.cells:  # a variant may repeat the cells another number of times
+        graph = build_graph(spec, cell_repeats(spec, var))
     size = _parse_size(input_size)
     if selected is None:
         lo = spec.endpoints.min_level if min_level is None else min_level
@@ -268,7 +270,7 @@ class _Planner:
         units = self._units(block_type, channels, level, level, self._repeats(name, attrs))
         self.nodes[name] = Node(
             name, "block", level, _size_at(self.size, level), channels, tuple(edges),
-            block_type=block_type, units=units, fusion=spec.fusion.method,
+            block_type=block_type, units=units, fusion=attrs["fusion"],
             fusion_activation=spec.fusion.activation, drop_fraction=(attrs["index"] + 1) / body_count,
             output_level=level if attrs["output"] else None, spec_path=attrs["path"],
         )
@@ -322,7 +324,7 @@ class _Planner:
         level = attrs["level"]
         self.nodes[name] = Node(
             name, "block", level, _size_at(self.size, level), c, tuple(edges), ops=tuple(node_ops),
-            fusion=self.spec.fusion.method, fusion_activation=False,
+            fusion=attrs["fusion"], fusion_activation=False,
             output_level=level if attrs["output"] else None, spec_path=attrs["path"])
 
     def _resample(self, parent: Node, level: int, channels: int) -> tuple[Op, ...]:

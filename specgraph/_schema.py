@@ -33,6 +33,7 @@ __all__ = [
     "MAX_LEVEL",
     "Block",
     "BlockOp",
+    "Cell",
     "Endpoints",
     "Fusion",
     "Norm",
@@ -93,6 +94,8 @@ Stride = Annotated[Literal[1, 2], BeforeValidator(_exact_int)]
 Momentum = Annotated[Float, Field(gt=0.0, lt=1.0)]  # Keras's convention: the moving average keeps this much
 Epsilon = Annotated[Float, Field(gt=0.0, le=1.0)]
 DropRate = Annotated[Float, Field(ge=0.0, lt=1.0)]
+# sum; fast normalised weights; NAS-FPN's global attention (x0 + x1 * sigmoid(max_hw(x0)) + the rest)
+FusionMethod = Literal["sum", "weighted", "attention"]
 
 
 class _Model(BaseModel):
@@ -171,6 +174,7 @@ class Block(_Model):
     repeats: Repeats | None = None  # units in the group; default: the variant's block_repeats
     # The block's width, as it is (not scaled by the variant); default: [filters] of its level, scaled.
     filters: Channels | None = None
+    fusion: FusionMethod | None = None  # default: [fusion] method
 
     @model_validator(mode="after")
     def _type_or_ops(self) -> Block:
@@ -180,6 +184,21 @@ class Block(_Model):
         if self.ops is not None and self.repeats is not None:
             raise ValueError("`repeats` counts the units of a block group; an op block (`ops`) has none")
         return self
+
+
+class Cell(_Model):
+    """Blocks repeated ``repeats`` times, each repetition with its own weights (NAS-FPN's and BiFPN's cells).
+
+    The blocks are written once, as the first repetition: a block input named in ``inputs`` is, in every
+    later repetition, the previous repetition's block at the same place in ``outputs``. Repetition r of
+    block ``b`` of cell ``c`` is the node ``c_r/b``; ``output = true`` marks the last repetition's block.
+    """
+
+    name: Name
+    repeats: Annotated[Int, Field(ge=1, le=32)] = 1  # a variant's `repeats` table overrides it by the cell's name
+    inputs: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=16)]
+    outputs: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=16)]
+    blocks: Annotated[list[Block], Field(min_length=1, max_length=256)]
 
 
 class Resample(_Model):
@@ -202,7 +221,7 @@ class Resample(_Model):
 class Fusion(_Model):
     """How a block's resampled parents are combined."""
 
-    method: Literal["sum", "weighted"] = "sum"
+    method: FusionMethod = "sum"
     activation: Flag = True  # apply the activation after the sum
     # Model Garden's rule: an output block also sums, unresampled, every earlier
     # block that nothing consumed yet and that has its level and channels.
@@ -257,6 +276,7 @@ class Spec(_Model):
     variants: Annotated[dict[Name, Variant], Field(min_length=1, max_length=MAX_VARIANTS)]
     # Empty for a backbone that is only a stem chain (ResNet).
     blocks: Annotated[list[Block], Field(max_length=1024)] = []
+    cells: Annotated[list[Cell], Field(max_length=16)] = []
 
     _source: object = PrivateAttr(default=None)
     _graph: object = PrivateAttr(default=None)
@@ -275,6 +295,9 @@ class Spec(_Model):
         body = [b if b.name else b.model_copy(update={"name": f"b{i + 1}"}) for i, b in enumerate(self.blocks)]
         object.__setattr__(self.stem, "blocks", stem)
         object.__setattr__(self, "blocks", body)
+        for cell in self.cells:
+            named = [b if b.name else b.model_copy(update={"name": f"b{i + 1}"}) for i, b in enumerate(cell.blocks)]
+            object.__setattr__(cell, "blocks", named)
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -327,7 +350,7 @@ def missing_fields(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
     The loader reports them as missing fields at their place in the file; the graph builder checks
     them too, for a ``Spec`` made in Python."""
     missing: list[tuple[tuple[str | int, ...], str]] = []
-    if not spec.blocks and not any(block.output for block in spec.stem.blocks):
+    if not spec.blocks and not any(block.output for block in spec.stem.blocks) and not spec.cells:
         missing.append((("blocks",), "at least 1 item is needed: no stem block is an output (`output = true`), "
                                      "so body blocks must give the endpoints"))
     if spec.endpoints.conv:

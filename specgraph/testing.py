@@ -52,7 +52,8 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     endpoint), half stage-style (a stem chain of outputs at levels 3..5, as ResNet, with body blocks for
     levels 6 and 7, repeats per block and per variant, and endpoint convs or bare endpoints). A third of
     them have a random decoder: op blocks (random ops, their own widths) among the body blocks and as
-    outputs."""
+    outputs, and half of those a repeated cell of op blocks (random fusion, attention too) that gives some
+    endpoints."""
     filters = {lvl: draw(st.integers(4, 48)) for lvl in range(1, 8)}
     staged = draw(st.booleans())
     pool = staged or draw(st.booleans())
@@ -76,10 +77,29 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         inputs = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
         blocks.append(block(f"n{i}", draw(st.integers(1, 7)), inputs))
         names.append(f"n{i}")
-    for level in draw(st.permutations([6, 7] if staged else list(range(3, 8)))):
+    out_levels = draw(st.permutations([6, 7] if staged else list(range(3, 8))))
+    for level in out_levels:
         inputs = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
         blocks.append({**block(f"out{level}", level, inputs), "output": True})
         names.append(f"out{level}")
+    cells = []
+    if decoder and draw(st.booleans()):
+        # A repeated cell on some output levels: it reads those blocks, and its last repetition gives the endpoints.
+        levels = draw(st.lists(st.sampled_from(out_levels), min_size=1, max_size=3, unique=True))
+        cell_blocks: list[dict[str, Any]] = []
+        for level in levels:
+            inputs = [f"out{level}", *draw(st.lists(st.sampled_from([b["name"] for b in cell_blocks] or
+                                                                     [f"out{level}"]), max_size=1, unique=True))]
+            inputs = list(dict.fromkeys(inputs))
+            fusions = ["sum", "weighted", "attention"] if len(inputs) > 1 else ["sum", "weighted"]
+            cell_blocks.append({"name": f"c{level}", "level": level, "inputs": inputs,
+                                "filters": draw(st.integers(4, 32)), "ops": draw(_block_ops(level)),
+                                "fusion": draw(st.sampled_from(fusions)), "output": True})
+        for b in blocks:
+            if b["name"] in {f"out{level}" for level in levels}:
+                b["output"] = False
+        cells.append({"name": "cell", "repeats": draw(st.integers(1, 3)), "inputs": [f"out{lv}" for lv in levels],
+                      "outputs": [f"c{lv}" for lv in levels], "blocks": cell_blocks})
     variant = {
         "endpoints_num_filters": draw(st.integers(1, 64)),
         "filter_size_scale": draw(st.sampled_from([0.5, 0.65, 1.0, 1.3])),
@@ -105,6 +125,8 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         "variants": {"v": variant},
         "blocks": blocks,
     }
+    if cells:
+        spec["cells"] = cells
     if staged and draw(st.booleans()):
         spec["endpoints"] = {"conv": False}
         del variant["endpoints_num_filters"]

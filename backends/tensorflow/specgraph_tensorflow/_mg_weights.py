@@ -25,10 +25,8 @@ from specgraph._weights import first_line
 from specgraph.backend_api import (
     MODELGARDEN_BLOCKS,
     modelgarden_backbone,
-    modelgarden_decoder_layers,
+    modelgarden_decoder_variables,
     modelgarden_parts,
-    op_slot,
-    op_variables,
 )
 
 from ._layers import ConvNormAct, Fuse
@@ -78,23 +76,50 @@ def _unit_arrays(block: Any, unit: BlockUnit) -> dict[str, Any]:
     return out
 
 
+# Keras class -> the name prefix Keras gives its layers (``MODELGARDEN_DECODERS``' ``created`` naming).
+_DECODER_CLASSES = {"Conv2D": "conv2d", "DepthwiseConv2D": "depthwise_conv2d", "SeparableConv2D": "separable_conv2d",
+                    "BatchNormalization": "batch_normalization"}
+
+
 def _decoder_arrays(plan: Plan, decoder: Any) -> tuple[dict[str, Any], list[Problem]]:
-    """The op blocks' weights from Model Garden's decoder, whose layers are named after them."""
-    arrays: dict[str, Any] = {}
+    """The op blocks' weights from Model Garden's decoder: its layer of each block's name, or its layers of each
+    class in creation order (``modelgarden_decoder_variables``)."""
+    variables = modelgarden_decoder_variables(plan)
+    by_class: dict[str, list[Any]] = {}
+    for layer in getattr(decoder, "layers", []):
+        prefix = _DECODER_CLASSES.get(type(layer).__name__)
+        if prefix is not None:
+            by_class.setdefault(prefix, []).append(layer)
+    for members in by_class.values():
+        members.sort(key=_creation_index)
     problems: list[Problem] = []
-    for name, (i, op) in modelgarden_decoder_layers(plan).items():
-        try:
-            layer = decoder.get_layer(name)
-        except ValueError:
-            problems.append(Problem(f"the Model Garden decoder has no layer {name!r}", op_slot(name, i)))
-            continue
-        for var in op_variables(op):
-            value = getattr(layer, var, None)
-            if value is None:
-                problems.append(Problem(f"Model Garden layer {name!r} ({type(layer).__name__}) has no {var}",
-                                        op_slot(name, i)))
-            else:
-                arrays[f"{op_slot(name, i)}/{var}"] = value.numpy()
+    wanted: dict[str, int] = {}
+    for v in variables:
+        if v.index is not None:
+            wanted[v.layer] = max(wanted.get(v.layer, 0), v.index + 1)
+    for prefix, count in wanted.items():
+        theirs = by_class.get(prefix, [])
+        if len(theirs) != count:
+            problems.append(Problem(f"the plan's decoder has {count}, the Model Garden decoder has {len(theirs)}",
+                                    f"{prefix} layers"))
+    if problems:
+        return {}, problems
+    arrays: dict[str, Any] = {}
+    for v in variables:
+        if v.index is not None:
+            layer = by_class[v.layer][v.index]
+        else:
+            try:
+                layer = decoder.get_layer(v.layer)
+            except ValueError:
+                problems.append(Problem(f"the Model Garden decoder has no layer {v.layer!r}", v.slot))
+                continue
+        value = getattr(layer, v.role, None)
+        if value is None:
+            problems.append(Problem(f"Model Garden layer {layer.name!r} ({type(layer).__name__}) has no {v.role}",
+                                    v.slot))
+        else:
+            arrays[f"{v.slot}/{v.role}"] = value.numpy()
     return arrays, problems
 
 
@@ -103,7 +128,7 @@ def modelgarden_arrays(model: Any, source: Any) -> tuple[dict[str, Any], list[Pr
     (nothing is checked but the layer structure: the caller checks the arrays)."""
     mg, decoder = modelgarden_parts(source, model.plan)
     decoder_arrays, decoder_problems = _decoder_arrays(model.plan, decoder) if decoder is not None else ({}, [])
-    decoder_slots = {op_slot(name, i) for name, (i, _) in modelgarden_decoder_layers(model.plan).items()}
+    decoder_slots = {v.slot for v in modelgarden_decoder_variables(model.plan)}
     arrays, problems = _backbone_arrays(model, mg, decoder_slots)
     return {**arrays, **decoder_arrays}, problems + decoder_problems
 

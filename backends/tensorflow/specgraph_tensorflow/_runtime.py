@@ -298,12 +298,13 @@ class Upsample(tf_keras.layers.Layer):
 
 
 class Fuse(tf_keras.layers.Layer):
-    """A block's input fusion: ``sum`` or fast normalised ``weighted``, then ``activation`` (a function) if given."""
+    """A block's input fusion: ``sum``, fast normalised ``weighted`` or NAS-FPN's global ``attention``
+    (``x_0 + x_1 * sigmoid(max_hw(x_0))`` + the other inputs), then ``activation`` (a function) if given."""
 
     def __init__(self, method: str, count: int, activation: Callable[[tf.Tensor], tf.Tensor] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if method not in ("sum", "weighted"):
+        if method not in ("sum", "weighted", "attention"):
             raise ValueError(f"unknown fusion {method!r}")
         self.method, self.count = method, count
         self.act = activation
@@ -322,11 +323,14 @@ class Fuse(tf_keras.layers.Layer):
 
     @no_autograph
     def call(self, inputs: list[tf.Tensor], training: Any = None) -> tf.Tensor:
-        if self.method == "sum":
+        if self.method in ("sum", "attention"):
             # A chain of AddV2, as Model Garden's Add layers give: grappler's remapper fuses AddV2
             # (not AddN) with the conv before it, and the summation order matches bit for bit.
-            x = inputs[0]
-            for t in inputs[1:]:
+            x, rest = inputs[0], inputs[1:]
+            if self.method == "attention":
+                x = x + rest[0] * tf.math.sigmoid(tf.math.reduce_max(x, axis=[1, 2], keepdims=True))
+                rest = rest[1:]
+            for t in rest:
                 x = x + t
         else:
             w = tf.nn.relu(tf.cast(self.fusion_weights, inputs[0].dtype))

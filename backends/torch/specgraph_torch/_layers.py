@@ -330,13 +330,18 @@ class BlockUnit(nn.Module):
         return y
 
 
-def fuse_inputs(xs: Sequence[torch.Tensor], weights: torch.Tensor | None) -> torch.Tensor:
-    """A block's fusion: the sum, or with ``weights`` fast normalised ``sum(relu(w_i) x_i) / (sum relu(w) + 1e-4)``."""
+def fuse_inputs(xs: Sequence[torch.Tensor], weights: torch.Tensor | None, attention: bool = False) -> torch.Tensor:
+    """A block's fusion: the sum; with ``weights`` fast normalised ``sum(relu(w_i) x_i) / (sum relu(w) + 1e-4)``;
+    with ``attention`` NAS-FPN's ``x_0 + x_1 * sigmoid(max_hw(x_0))``, the other inputs added as they are."""
     if weights is not None:
         w = torch.relu(weights)
         return sum(w[i] * t for i, t in enumerate(xs)) / (w.sum() + 1e-4)
-    x = xs[0]
-    for t in xs[1:]:
+    if attention:
+        x = xs[0] + xs[1] * torch.sigmoid(torch.amax(xs[0], dim=(2, 3), keepdim=True))
+        rest = xs[2:]
+    else:
+        x, rest = xs[0], xs[1:]
+    for t in rest:
         x = x + t
     return x
 
@@ -351,6 +356,7 @@ class BlockNode(nn.Module):
         self.inputs = nn.ModuleList(inputs)
         self.units = nn.Sequential(*units)
         self.weighted = fusion == "weighted"
+        self.attention = fusion == "attention"
         if self.weighted:
             self.fusion_weights = nn.Parameter(torch.ones(len(inputs)))
         self.fusion_act = act if act is not None else nn.Identity()
@@ -358,7 +364,7 @@ class BlockNode(nn.Module):
 
     def forward(self, parents: list[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
         xs = [edge(p, image_hw) for edge, p in zip(self.inputs, parents, strict=True)]
-        x = fuse_inputs(xs, self.fusion_weights if self.weighted else None)
+        x = fuse_inputs(xs, self.fusion_weights if self.weighted else None, self.attention)
         x = self.units(self.fusion_act(x))
         for op in self.ops:
             x = op(x, image_hw) if isinstance(op, UpsampleNearest) else op(x)

@@ -28,10 +28,9 @@ from specgraph.backend_api import (
     MODELGARDEN_BLOCKS,
     is_op_block,
     modelgarden_backbone,
-    modelgarden_decoder_layers,
+    modelgarden_decoder_variables,
     modelgarden_parts,
     modelgarden_plan,
-    op_variables,
 )
 
 from ._model import SpecgraphModel
@@ -55,17 +54,7 @@ class _Ref:
     index: int
     from_end: bool = False  # index counts back from the class's last layer
     named: bool = False
-
-
-# Torch key suffix and layout of each Keras variable of an op block's weighted op (``op_variables``), per op kind.
-_OP_KEYS: dict[str, dict[str, tuple[str, str]]] = {
-    "conv": {"kernel": ("conv.weight", "conv"), "bias": ("conv.bias", "vector")},
-    "separable_conv": {"depthwise_kernel": ("depthwise.conv.weight", "depthwise"),
-                       "pointwise_kernel": ("pointwise.conv.weight", "conv"),
-                       "bias": ("pointwise.conv.bias", "vector")},
-    "norm": {"gamma": ("weight", "vector"), "beta": ("bias", "vector"), "moving_mean": ("running_mean", "vector"),
-             "moving_variance": ("running_var", "vector")},
-}
+    decoder: bool = False  # a decoder's layer: counted among the decoder's names (when the source tells them apart)
 
 
 @dataclass(frozen=True)
@@ -75,6 +64,30 @@ class _Entry:
     var: str
     torch_key: str
     layout: str  # "conv", "depthwise", "vector"
+
+
+# Torch key suffix and layout of each Keras variable (our role) of a decoder op, per op kind.
+_NORM_KEYS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+_OP_KEYS: dict[str, dict[str, tuple[str, str]]] = {
+    "conv": {"kernel": ("conv.weight", "conv"), "depthwise_kernel": ("conv.weight", "depthwise"),
+             "bias": ("conv.bias", "vector"), **{k: (f"norm.{v}", "vector") for k, v in _NORM_KEYS.items()}},
+    "separable_conv": {"depthwise_kernel": ("depthwise.conv.weight", "depthwise"),
+                       "pointwise_kernel": ("pointwise.conv.weight", "conv"),
+                       "bias": ("pointwise.conv.bias", "vector"),
+                       **{k: (f"pointwise.norm.{v}", "vector") for k, v in _NORM_KEYS.items()}},
+    "norm": {k: (v, "vector") for k, v in _NORM_KEYS.items()},
+}
+
+
+def _decoder_entries(plan: Plan) -> list[_Entry]:
+    """The Model Garden decoder's variables (``modelgarden_decoder_variables``) with their torch keys."""
+    entries = []
+    for v in modelgarden_decoder_variables(plan):
+        suffix, layout = _OP_KEYS[v.op.op][v.role]
+        chain = f"nodes.{v.node}.ops" if v.edge is None else f"nodes.{v.node}.inputs.{v.edge}.ops"
+        layer = _Ref(v.layer, 0, named=True) if v.index is None else _Ref(v.layer, v.index, decoder=True)
+        entries.append(_Entry(layer, "", v.role, f"{chain}.{v.op_index}.{suffix}", layout))
+    return entries
 
 
 def _name(cls: str, index: int) -> str:
@@ -151,10 +164,7 @@ def _modelgarden_entries(plan: Plan) -> list[_Entry]:
     entries: list[_Entry] = []
     top = _Counter()
     endpoints = [n for n in plan.nodes if n.kind == "endpoint"]
-    for name, (i, op) in modelgarden_decoder_layers(plan).items():
-        for var in op_variables(op):
-            suffix, layout = _OP_KEYS[op.op][var]
-            entries.append(_Entry(_Ref(name, 0, named=True), "", var, f"nodes.{name}.ops.{i}.{suffix}", layout))
+    entries += _decoder_entries(plan)
     for node in _unpruned(plan):
         if node.kind == "endpoint" or is_op_block(node):
             continue
@@ -225,8 +235,9 @@ def as_numpy(value: Any) -> Any:
     return value
 
 
-def _read(source: Any, plan: Plan) -> tuple[dict[str, Any], str | None]:
-    """``({Keras variable name without ':0': array}, the file it came from)``; nothing is checked yet."""
+def _read(source: Any, plan: Plan) -> tuple[dict[str, Any], str | None, set[str] | None]:
+    """``({Keras variable name without ':0': array}, the file it came from, the decoder's names)``; nothing is
+    checked yet. The decoder's names are known when it comes as its own model; else None."""
     if isinstance(source, Mapping):
         values: dict[str, Any] = {}
         twice = []
@@ -237,22 +248,20 @@ def _read(source: Any, plan: Plan) -> tuple[dict[str, Any], str | None]:
             values[name] = as_numpy(value)
         if twice:
             raise WeightsError([Problem("given twice (with and without ':0')", name) for name in twice])
-        return values, None
+        return values, None, None
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
         if path.endswith(".npz"):
-            return {k.removesuffix(":0"): v for k, v in read_npz(path).items()}, path
-        return _from_checkpoint(path, plan), path
+            return {k.removesuffix(":0"): v for k, v in read_npz(path).items()}, path, None
+        return _from_checkpoint(path, plan), path, None
     if isinstance(source, tuple | list) or hasattr(source, "weights"):
         backbone, decoder = modelgarden_parts(source, plan)
         values = _from_keras(backbone)
-        if decoder is not None:
-            theirs = _from_keras(decoder)
-            twice = sorted(set(values) & set(theirs))
-            if twice:
-                raise WeightsError([Problem("in the backbone and in the decoder", name) for name in twice])
-            values.update(theirs)
-        return values, None
+        theirs = _from_keras(decoder) if decoder is not None else {}
+        twice = sorted(set(values) & set(theirs))
+        if twice:
+            raise WeightsError([Problem("in the backbone and in the decoder", name) for name in twice])
+        return {**values, **theirs}, None, set(theirs)
     raise ArgumentError(Problem("expected a Model Garden Keras model (or a (backbone, decoder) pair, or a detection "
                                 "model), a checkpoint path, an .npz path or a mapping of variable name -> array; got "
                                 f"{type(source).__name__}", "source"))
@@ -262,17 +271,34 @@ def require_model(model: Any) -> None:
     ArgumentError.expect(model, SpecgraphModel, "model", "a SpecgraphModel (specgraph_torch.compile)")
 
 
-def _resolve(entries: list[_Entry], names: set[str]) -> dict[str, _Entry]:
-    """Keras variable name -> entry, with each class's counter offset / last index read from ``names``."""
+def _indices(names: set[str]) -> dict[str, list[int]]:
+    """Layer class name prefix -> the creation indices of its layers among ``names``."""
     seen: dict[str, list[int]] = defaultdict(list)
     for name in names:
         m = _TOP.match(name.split("/", 1)[0])
         if m:
             seen[m.group(1)].append(int(m.group(2) or 0))
+    return seen
+
+
+def _resolve(entries: list[_Entry], names: set[str], decoder_names: set[str] | None = None) -> dict[str, _Entry]:
+    """Keras variable name -> entry, with each class's counter offset / last index read from ``names``.
+
+    A decoder's layers are counted among ``decoder_names`` when the source told them apart; else the decoder's
+    layers of a class are taken to follow the backbone's (Model Garden builds the backbone, then the decoder)."""
+    seen = _indices(names - (decoder_names or set()))
+    own = _indices(decoder_names) if decoder_names is not None else seen
+    backbone_layers: dict[str, set[int]] = defaultdict(set)
+    for e in entries:
+        if not (e.layer.named or e.layer.decoder or e.layer.from_end):
+            backbone_layers[e.layer.cls].add(e.layer.index)
     out: dict[str, _Entry] = {}
     for e in entries:
-        idx = seen.get(e.layer.cls) or [0]
-        if e.layer.named:
+        idx = (own if e.layer.decoder else seen).get(e.layer.cls) or [0]
+        if e.layer.decoder:
+            after = 0 if decoder_names is not None else len(backbone_layers[e.layer.cls])
+            parts = [_name(e.layer.cls, min(idx) + after + e.layer.index), e.inner, e.var]
+        elif e.layer.named:
             parts = [e.layer.cls, e.inner, e.var]
         else:
             index = max(idx) - e.layer.index if e.layer.from_end else min(idx) + e.layer.index
@@ -336,8 +362,8 @@ def load_modelgarden_weights(model: SpecgraphModel, source: Any) -> SpecgraphMod
     """
     require_model(model)
     full = modelgarden_plan(model.plan)  # a level selection reads the Model Garden network of min..max_level
-    values, file = _read(source, full)
-    mapping = _resolve(_modelgarden_entries(full), set(values))
+    values, file, decoder_names = _read(source, full)
+    mapping = _resolve(_modelgarden_entries(full), set(values), decoder_names)
     # Variables of the nodes a level selection does not build: in the source, not in the model.
     dropped = {name for name, e in mapping.items() if _node_of(e.torch_key) not in model.plan}
     values = {k: v for k, v in values.items() if k not in dropped}
