@@ -87,6 +87,7 @@ class _Builder:
     def __init__(self, spec: Spec, repeats: dict[str, int]) -> None:
         self.spec = spec
         self.repeats = repeats
+        self.width_checked: set[str] = set()  # a cell's block is added once per repetition; reported once
         self.source = spec._source
         self.problems: list[Problem] = []
 
@@ -162,6 +163,12 @@ class _Builder:
     def _add_block(self, dag: nx.DiGraph, block: Block, name: str, path: str, index: int, output: bool) -> None:
         if block.filters is None and _needs_width(block):
             self._check_level(path, block.level)
+        if isinstance(block.filters, str):
+            lacking = [v for v, variant in self.spec.variants.items() if block.filters not in (variant.widths or {})]
+            if lacking and path not in self.width_checked:
+                self.width_checked.add(path)
+                self.fail(f"{path}.filters", f"the width {block.filters!r} is not in the `widths` of variant(s) "
+                          f"{', '.join(lacking)}; add `widths = {{ {block.filters} = ... }}` to each")
         ops = tuple(block.ops) if block.ops is not None else None
         self._add_node(dag, name, path, kind="block", index=index, level=block.level, type=block.type,
                        output=output, repeats=block.repeats, ops=ops, filters=block.filters,
@@ -204,6 +211,7 @@ class _Builder:
         index = len(self.spec.blocks)
         for c, cell in enumerate(self.spec.cells):
             where = f"cells[{c}]"
+            before = len(self.problems)
             own = [block.name for block in cell.blocks]
             known = list(dag.nodes)
             if cell.name in dag:
@@ -222,8 +230,8 @@ class _Builder:
             twice = sorted({name for name in own if own.count(name) > 1})
             for name in twice:
                 self.fail(f"{where}.blocks", f"duplicate block name {name!r} in the cell; names must be unique")
-            if self.problems:
-                return
+            if len(self.problems) > before:
+                continue  # the cell's wiring is broken: its repetitions would only repeat the problems
             count = self.repeats[cell.name]
             for r in range(1, count + 1):
                 for j, block in enumerate(cell.blocks):

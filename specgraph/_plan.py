@@ -17,7 +17,8 @@ Op semantics (what every backend must implement):
   (``specgraph._activations``).
 - ``Add``: a unit's residual sum, ``drop(branch) + shortcut``: the branch after stochastic depth
   (the node's rate) plus the shortcut path's output (the unit's input when it has no shortcut op).
-- ``Activation``: the plan's activation on its own (after an ``Add``, or as a node op).
+- ``Activation``: the plan's activation (or the op's own ``function``) on its own (after an ``Add``, or as
+  a node op).
 
 A block's inputs are fused (``Node.fusion``) by ``sum``; ``weighted``, fast normalised
 ``sum(relu(w_i) x_i) / (sum relu(w) + 1e-4)``; or ``attention``, NAS-FPN's global attention
@@ -155,11 +156,12 @@ class Add:
 class Activation:
     channels: int
     size: Size
+    function: str = ""  # an activation name; "" = the plan's (a node op may have its own: BiFPN's swish)
     op: Literal["activation"] = "activation"
     level_step = 0
 
     def describe(self) -> str:
-        return "act"
+        return f"act {self.function}" if self.function else "act"
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,14 @@ class _Planner:
     def filters(self, level: int) -> int:
         return int(self.spec.filters[level] * self.variant.filter_size_scale)
 
+    def width(self, attrs: dict) -> int:
+        """A block's width: its own ``filters`` (a number, or a name in the variant's ``widths``), else its level's
+        base filters, scaled."""
+        own = attrs["filters"]
+        if isinstance(own, str):
+            return (self.variant.widths or {})[own]
+        return own or self.filters(attrs["level"])
+
     def run(self) -> Plan:
         spec, dag = self.spec, self.graph.dag
         outputs = {dag.nodes[n]["level"]: n for n in self.graph.order if dag.nodes[n]["output"]}
@@ -261,7 +269,7 @@ class _Planner:
             return
         dag, spec = self.graph.dag, self.spec
         level, block_type = attrs["level"], attrs["type"]
-        channels = (attrs["filters"] or self.filters(level)) * expansion(block_type)
+        channels = self.width(attrs) * expansion(block_type)
         edges = []
         for source, _, data in sorted(dag.in_edges(name, data=True), key=lambda e: e[2]["slot"]):
             parent = self.nodes[source]
@@ -276,20 +284,21 @@ class _Planner:
         )
 
     def _op_block(self, name: str, attrs: dict) -> None:
-        """A block of single ops (FPN, NAS-FPN, BiFPN nodes): its inputs are fused as they are when they have
-        one width (else each is first projected to the block's width by a 1x1 conv with bias and a norm), at
-        the level its strided ops start from (a finer input max-pooled down in one op, a coarser one
-        upsampled, nearest); then the ops, every conv giving the block's width."""
+        """A block of single ops (FPN, NAS-FPN, BiFPN nodes). One input is taken as it is; of several, each whose
+        width differs from the block's is first projected to it (a 1x1 conv with bias, then a norm). They are
+        brought to the level the block's strided ops start from (a finer input max-pooled down in one op, kernel
+        the stride or the stride + 1 by ``[resample] pool_kernel``; a coarser one upsampled, nearest) and fused;
+        then the ops, every conv giving the block's width."""
         dag = self.graph.dag
         # None only where the graph found the width unused (norms and activations on one input).
-        width = attrs["filters"] or (self.filters(attrs["level"]) if attrs["level"] in self.spec.filters else None)
+        width = self.width(attrs) if attrs["filters"] is not None or attrs["level"] in self.spec.filters else None
         specs = attrs["ops"]
         steps = [(op.stride or (2 if op.op == "maxpool" else 1)).bit_length() - 1 for op in specs]
         fused_level = attrs["level"] - sum(steps)
         parents = [(source, data["kind"]) for source, _, data in
                    sorted(dag.in_edges(name, data=True), key=lambda e: e[2]["slot"])]
-        widths = {self.nodes[source].channels for source, _ in parents}
-        fused_channels = widths.pop() if len(widths) == 1 else width
+        fused_channels = self.nodes[parents[0][0]].channels if len(parents) == 1 else width
+        overlap = self.spec.resample.pool_kernel == "stride+1"
         edges = []
         for source, kind in parents:
             parent = self.nodes[source]
@@ -300,7 +309,7 @@ class _Planner:
                 c = fused_channels
             if parent.level < fused_level:
                 stride = 2 ** (fused_level - parent.level)
-                ops.append(MaxPool(stride, stride, c, _size_at(self.size, fused_level)))
+                ops.append(MaxPool(stride + overlap, stride, c, _size_at(self.size, fused_level)))
             elif parent.level > fused_level:
                 ops.append(Upsample(2 ** (parent.level - fused_level), c, _size_at(self.size, fused_level)))
             edges.append(Edge(source, name, kind, tuple(ops), parent.level, fused_level))
@@ -320,7 +329,7 @@ class _Planner:
             elif op.op == "norm":
                 node_ops.append(Norm(c, at))
             else:
-                node_ops.append(Activation(c, at))
+                node_ops.append(Activation(c, at, op.activation or ""))
         level = attrs["level"]
         self.nodes[name] = Node(
             name, "block", level, _size_at(self.size, level), c, tuple(edges), ops=tuple(node_ops),

@@ -49,6 +49,7 @@ FILLS = {
     "bottleneck": ("#bbdefb", "#1e88e5"),
     "residual": ("#c8e6c9", "#43a047"),
     "mbconv": ("#ffe0b2", "#fb8c00"),
+    "decoder": ("#b2dfdb", "#00897b"),  # op blocks: FPN, NAS-FPN, BiFPN nodes
     "endpoint": ("#e1bee7", "#8e24aa"),
     "other": ("#eeeeee", "#757575"),
 }
@@ -105,10 +106,19 @@ def edge_label(edge: Edge) -> str:
     return "= same"
 
 
+def _is_op_block(node: Node) -> bool:
+    return node.kind == "block" and not node.units
+
+
 def _node_kind(node: Node) -> str:
     if node.kind in ("stem", "endpoint"):
         return node.kind
+    if _is_op_block(node):
+        return "decoder"
     return node.block_type if node.block_type in FILLS else "other"
+
+
+_OP_SHORT = {"separable_conv": "sep", "norm": "norm", "activation": "act", "maxpool": "pool"}
 
 
 def _node_detail(node: Node) -> str:
@@ -120,6 +130,11 @@ def _node_detail(node: Node) -> str:
             elif isinstance(op, MaxPool):
                 parts.append("pool")
         return " + ".join(parts) or node.kind
+    if _is_op_block(node):  # its fusion (of several inputs), then its ops: "attention: act+conv3+norm"
+        ops = "+".join(f"{op.op}{op.kernel}" if isinstance(op, Conv) else _OP_SHORT.get(op.op, op.op)
+                       for op in node.ops)
+        fusion = node.fusion if len(node.inputs) > 1 else ""
+        return visible(": ".join(part for part in (fusion, ops) if part) or "=")
     text = node.block_type or node.kind
     return f"{text} \u00d7{len(node.units)}" if len(node.units) > 1 else text
 
@@ -190,6 +205,17 @@ class _Layout:
     nodes: list[dict] = field(default_factory=list)
     edges: list[dict] = field(default_factory=list)
     legend: list[dict] = field(default_factory=list)
+    decoder: dict | None = None  # the frame around the decoder's columns (op blocks after the backbone)
+
+
+def _decoder_columns(plan: Plan, col: dict[str, int]) -> tuple[int, int] | None:
+    """The columns of the decoder: the op blocks, when they all come after every other block (a backbone then
+    its decoder); None otherwise."""
+    ops = [col[n.name] for n in plan.nodes if _is_op_block(n)]
+    rest = [col[n.name] for n in plan.nodes if n.kind != "endpoint" and not _is_op_block(n)]
+    if not ops or not rest or min(ops) <= max(rest):
+        return None
+    return min(ops), max(ops)
 
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -282,6 +308,16 @@ class _Layouter:
             if not any(_overlaps(span, s) for s in spans):
                 return i
         return len(lanes)
+
+    def _decoder_frame(self, col_x: list[float], nw: float, channel_top: list[float]) -> dict | None:
+        span = _decoder_columns(self.plan, self.col)
+        if span is None:
+            return None
+        x0, x1 = col_x[span[0]] - 10, col_x[span[1]] + nw + 6
+        y0, y1 = channel_top[0] - 2, channel_top[-1] + 4
+        return {"x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0,
+                "t": _Text(x1 - 4, y0 + 10, "decoder", FONT, anchor="end", fill="#00897b", cls="part"),
+                "b": _Text(x0 - 6, y0 + 10, "backbone", FONT, anchor="end", fill="#607d8b", cls="part")}
 
     def build(self) -> _Layout:
         plan = self.plan
@@ -467,6 +503,7 @@ class _Layouter:
                            "t": _Text(x + bw + 6, 48, "output block of level n", cls="legend")})
             x += bw + 6 + _width("output block of level n", FONT) + 14
         layout.legend = legend
+        layout.decoder = self._decoder_frame(col_x, nw, channel_top)
         layout.title_text = title
         layout.width = max(width, x + MARGIN, title.box[2] + MARGIN)
         layout.height = height

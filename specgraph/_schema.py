@@ -149,12 +149,20 @@ class BlockOp(_Model):
     kernel: Kernel | None = None  # conv / separable_conv / maxpool; default 3
     stride: Stride | None = None  # conv / separable_conv / maxpool; default 1 (2 for maxpool)
     bias: Flag | None = None  # conv / separable_conv; default false
+    activation: str | None = None  # act; default: the spec's activation
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value: str | None) -> str | None:
+        if value is not None and value not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {value!r}; known: {', '.join(ACTIVATIONS)}")
+        return value
 
     @model_validator(mode="after")
     def _fields_of_op(self) -> BlockOp:
-        given = [f for f in ("kernel", "stride", "bias") if getattr(self, f) is not None]
+        given = [f for f in ("kernel", "stride", "bias", "activation") if getattr(self, f) is not None]
         allowed = {"conv": ("kernel", "stride", "bias"), "separable_conv": ("kernel", "stride", "bias"),
-                   "maxpool": ("kernel", "stride")}.get(self.op, ())
+                   "maxpool": ("kernel", "stride"), "act": ("activation",)}.get(self.op, ())
         extra = [f for f in given if f not in allowed]
         if extra:
             raise ValueError(f"op {self.op!r} takes no {', '.join(extra)}"
@@ -172,8 +180,9 @@ class Block(_Model):
     inputs: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=8)]
     output: Flag = False
     repeats: Repeats | None = None  # units in the group; default: the variant's block_repeats
-    # The block's width, as it is (not scaled by the variant); default: [filters] of its level, scaled.
-    filters: Channels | None = None
+    # The block's width, as it is (not scaled by the variant), or the name of a width in each variant's `widths`;
+    # default: [filters] of its level, scaled.
+    filters: Channels | Name | None = None
     fusion: FusionMethod | None = None  # default: [fusion] method
 
     @model_validator(mode="after")
@@ -216,6 +225,8 @@ class Resample(_Model):
     squeeze: Flag = True
     down: Literal["conv_maxpool", "depthwise", "conv"] = "conv_maxpool"
     up: Literal["nearest"] = "nearest"
+    # Op blocks: the max-pool that brings a finer input down by a stride s has kernel s (NAS-FPN) or s + 1 (BiFPN).
+    pool_kernel: Literal["stride", "stride+1"] = "stride"
 
 
 class Fusion(_Model):
@@ -258,6 +269,8 @@ class Variant(_Model):
     repeats: Annotated[dict[Name, Repeats], Field(max_length=1024)] | None = None
     # Every `conv` op of the op blocks is a separable conv (Model Garden's use_separable_conv).
     separable: Flag = False
+    # Named widths that blocks use as `filters = "<name>"` (a decoder's width per variant: BiFPN's 64..160).
+    widths: Annotated[dict[Name, Channels], Field(max_length=64)] | None = None
 
 
 class Spec(_Model):

@@ -171,3 +171,45 @@ def test_resnet_spec_in_modelgardens_resnet_fpn_retinanet(registered):
             scale = float(np.abs(ref).max())
             assert float(np.abs(before[key][level] - ref).max()) > 1e-2 * scale  # not equal by chance
             assert float(np.abs(got[key][level] - ref).max()) <= 1e-4 * scale, (key, level)
+
+
+def test_resnet_nasfpn_spec_in_modelgardens_retinanet(registered):
+    """`spec: resnet_nasfpn` as the backbone with Model Garden's `identity` decoder: the same RetinaNet as Model
+    Garden's ResNet-50 + NAS-FPN (num_repeats 3) in every parameter, and with the same weights (backbone and
+    decoder loaded from Model Garden's detector itself) the same class and box outputs."""
+    import specgraph_tensorflow as sgt
+    from official.core import exp_factory
+    from official.vision.modeling import factory as model_factory
+
+    size = (128, 256)  # Model Garden's NAS-FPN upsamples level 7 to 3 by plain repeats: a multiple of 2**7
+
+    def retinanet(backbone: dict, decoder: dict) -> tf_keras.Model:
+        config = exp_factory.get_exp_config("retinanet_resnetfpn_coco")
+        config.override({"task": {"model": {"input_size": [*size, 3], "backbone": backbone, "decoder": decoder}}},
+                        is_strict=True)
+        config.validate()
+        return model_factory.build_retinanet(tf_keras.layers.InputSpec(shape=[None, *size, 3]), config.task.model)
+
+    mine = retinanet({"type": "specgraph", "specgraph": {"spec": "resnet_nasfpn", "model_id": "3"}},
+                     {"type": "identity"})
+    reference = retinanet({"type": "resnet", "resnet": {"model_id": 50}},
+                          {"type": "nasfpn", "nasfpn": {"num_repeats": 3}})
+    images = np.random.default_rng(2).normal(size=(2, *size, 3)).astype(np.float32)
+    reference(images, training=False)  # builds both detectors' heads
+    before = mine(images, training=False)
+    assert isinstance(mine.backbone, sgt.SpecgraphModel) and mine.decoder is None
+    assert mine.count_params() == reference.count_params()
+    assert mine.backbone.count_params() == 23_561_152 + 13_334_528
+    rng = np.random.default_rng(3)
+    for w in reference.backbone.weights + reference.decoder.weights:
+        w.assign(0.1 * rng.standard_normal(w.shape).astype(np.float32) + ("variance" in w.name or "gamma" in w.name))
+    want = reference(images, training=False)
+    sgt.load_modelgarden_weights(mine.backbone, reference)  # a detection model: its backbone and decoder
+    mine.head.set_weights(reference.head.get_weights())
+    got = mine(images, training=False)
+    for key in ("cls_outputs", "box_outputs"):
+        assert sorted(got[key]) == sorted(want[key]) == ["3", "4", "5", "6", "7"]
+        for level, ref in want[key].items():
+            scale = float(np.abs(ref).max())
+            assert float(np.abs(before[key][level] - ref).max()) > 1e-2 * scale  # not equal by chance
+            assert float(np.abs(got[key][level] - ref).max()) <= 1e-4 * scale, (key, level)

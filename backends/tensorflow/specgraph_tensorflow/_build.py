@@ -66,7 +66,7 @@ class _Builder:
             return layer(x)
         if isinstance(op, Norm | Activation):
             layer = NormAct(options=self.options, norm=isinstance(op, Norm), activation=isinstance(op, Activation),
-                            name=name)
+                            function=getattr(op, "function", ""), name=name)
             if isinstance(op, Norm):
                 self.slots[key] = layer
             return layer(x)

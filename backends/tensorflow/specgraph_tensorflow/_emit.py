@@ -132,7 +132,8 @@ def _op(op: Op, name: str, level: int, resample: bool) -> str:
     if isinstance(op, Norm):
         return f"NormAct(name={name!r}, **NORM)"
     if isinstance(op, Activation):
-        return f"NormAct(norm=False, activation=ACT, name={name!r})"
+        act = f"act_{canonical_activation(op.function)}" if op.function else "ACT"
+        return f"NormAct(norm=False, activation={act}, name={name!r})"
     if isinstance(op, MaxPool):
         return f"tf_keras.layers.MaxPool2D({op.kernel!r}, {op.stride!r}, padding=\"same\", name={name!r})"
     if isinstance(op, Upsample):
@@ -176,16 +177,15 @@ def _activations(plan: Plan) -> dict[str, str]:
     squeeze-excitation's gate and every unit's squeeze-excitation activations, by source."""
     values = activation_sources(ACTIVATION_KERNELS, plan.activation)
     have = {values["activation_function"], "act_hard_sigmoid"}
-    for node in plan.nodes:
-        for unit in node.units:
-            for step in unit.ops:
-                if isinstance(step.op, SqueezeExcite):
-                    for name in (step.op.inner, step.op.gate):
-                        kind = canonical_activation(name)
-                        if f"act_{kind}" not in have:
-                            have.add(f"act_{kind}")
-                            source = inspect.getsource(ACTIVATION_KERNELS[kind]).rstrip()
-                            values["activation_source"] += "\n\n\n" + source
+    names = [name for node in plan.nodes for unit in node.units for step in unit.ops
+             if isinstance(step.op, SqueezeExcite) for name in (step.op.inner, step.op.gate)]
+    names += [op.function for node in plan.nodes for op in node.ops if isinstance(op, Activation) and op.function]
+    for name in names:
+        kind = canonical_activation(name)
+        if f"act_{kind}" not in have:
+            have.add(f"act_{kind}")
+            source = inspect.getsource(ACTIVATION_KERNELS[kind]).rstrip()
+            values["activation_source"] += "\n\n\n" + source
     return values
 
 

@@ -157,8 +157,11 @@ class ConvNormAct(PlannedLayer, _runtime.ConvNormAct):
 class NormAct(PlannedLayer, _runtime.NormAct):
     """A plan ``Norm`` op (``norm``) or ``Activation`` op (``activation``) on its own."""
 
-    def __init__(self, *, options: LayerOptions, norm: bool = True, activation: bool = False, **kwargs: Any) -> None:
-        super().__init__(norm=norm, activation=activation_fn(options.activation) if activation else None,
+    def __init__(self, *, options: LayerOptions, norm: bool = True, activation: bool = False, function: str = "",
+                 **kwargs: Any) -> None:
+        # ``function``: an activation of the op's own instead of the model's.
+        act = activation_fn(function or options.activation) if activation else None
+        super().__init__(norm=norm, activation=act,
                          norm_momentum=options.norm_momentum, norm_epsilon=options.norm_epsilon,
                          sync_bn=options.use_sync_bn, **kwargs)
 

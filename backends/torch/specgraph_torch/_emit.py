@@ -104,7 +104,7 @@ def _op(op: Op, level: int, resample: bool) -> tuple[str, int]:
     if isinstance(op, Norm):
         return f"make_norm({op.channels!r})", level
     if isinstance(op, Activation):
-        return "make_act()", level
+        return (f"_Fn({op.function!r}, ACTIVATIONS[{op.function!r}])" if op.function else "make_act()"), level
     if isinstance(op, MaxPool):
         return f"MaxPoolSame({op.kernel!r}, {op.stride!r})", level + op.level_step
     if isinstance(op, Upsample):
@@ -148,6 +148,7 @@ def _activations(plan: Plan) -> dict[str, str]:
     """Every activation name the plan uses (its own, its squeeze-excitations') -> the function's name."""
     names = [plan.activation] + [name for node in plan.nodes for unit in node.units for step in unit.ops
                                  if isinstance(step.op, SqueezeExcite) for name in (step.op.inner, step.op.gate)]
+    names += [op.function for node in plan.nodes for op in node.ops if isinstance(op, Activation) and op.function]
     return {name: f"act_{canonical_activation(name)}" for name in dict.fromkeys(names)}
 
 

@@ -522,6 +522,8 @@ class InferenceNet(nn.Module):
                 ops.append(_Affine(op))
             elif _act_name(op) is not None:
                 ops.append(_Act(_act_name(op)))
+            elif isinstance(op, nn.Identity):  # a linear activation
+                continue
             elif isinstance(op, MaxPoolSame):
                 ops.append(_MaxPool(op.kernel, op.stride))
             elif isinstance(op, UpsampleNearest):

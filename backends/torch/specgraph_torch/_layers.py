@@ -56,7 +56,9 @@ def same_padding_sym(size: Any, kernel: int, stride: int) -> tuple[Any, Any]:
     stride``, so the conv's output size simplifies to exactly ``out`` and every path to a level gets
     the same expression (no guards, no sympy blow-up). ``after`` may be negative when the kernel is
     smaller than the stride: the rows TF leaves unread are cropped instead of padded."""
-    out = (size + stride - 1) // stride
+    # A power-of-two stride over several levels (an op block's max-pool) has ``out`` written as halvings, the
+    # expression the stride-2 chains to that level have (the same value: ceil(ceil(n/2)/2) == ceil(n/4)).
+    out = level_size(size, stride.bit_length() - 1) if stride & (stride - 1) == 0 else (size + stride - 1) // stride
     total = (out - 1) * stride + kernel - size
     if kernel < stride:  # total may be negative; TF pads max(total, 0) and starts at 0
         return 0, total

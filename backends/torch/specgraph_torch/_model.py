@@ -162,7 +162,7 @@ class SpecgraphModel(nn.Module):
             elif isinstance(op, Norm):
                 modules.append(self._norm(op.channels))
             elif isinstance(op, Activation):
-                modules.append(self._act())
+                modules.append(make_activation(op.function) if op.function else self._act())
             elif isinstance(op, MaxPool):
                 modules.append(MaxPoolSame(op.kernel, op.stride))
             else:
