@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from ._errors import ArgumentError, GraphError, Problem
+from ._fusions import FUSIONS
 from ._schema import Block, Cell, Spec, Variant, missing_fields
 from ._text import format_path
 
@@ -173,10 +174,14 @@ class _Builder:
         self._add_node(dag, name, path, kind="block", index=index, level=block.level, type=block.type,
                        output=output, repeats=block.repeats, ops=ops, filters=block.filters,
                        fusion=block.fusion or self.spec.fusion.method)
-        if (block.fusion or self.spec.fusion.method) == "attention" and len(block.inputs) < 2:
-            where = f"{path}.fusion" if block.fusion else f"{path}.inputs"
-            self.fail(where, "attention fusion gates its second input by the first: give at least 2 inputs, or "
-                      "another fusion for this block")
+        method = block.fusion or self.spec.fusion.method
+        where = f"{path}.fusion" if block.fusion else f"{path}.inputs"
+        if len(block.inputs) < FUSIONS[method].min_inputs:
+            self.fail(where, f"{method} fusion ({FUSIONS[method].formula}) needs at least "
+                      f"{FUSIONS[method].min_inputs} inputs; give more, or another fusion for this block")
+        if FUSIONS[method].concat and block.ops is None:
+            self.fail(where, f"{method} fusion widens the block's input to its inputs' channels together, which an "
+                      "op block's ops take (`ops`); a block group has a fixed width")
         self._check_op_levels(path, block)
 
     def _add_inputs(self, dag: nx.DiGraph, name: str, path: str, refs: list[tuple[str, str]], known: list[str]

@@ -20,9 +20,9 @@ Op semantics (what every backend must implement):
 - ``Activation``: the plan's activation (or the op's own ``function``) on its own (after an ``Add``, or as
   a node op).
 
-A block's inputs are fused (``Node.fusion``) by ``sum``; ``weighted``, fast normalised
-``sum(relu(w_i) x_i) / (sum relu(w) + 1e-4)``; or ``attention``, NAS-FPN's global attention
-``x_0 + x_1 * sigmoid(max_hw(x_0))`` with any further inputs added as they are.
+A block's inputs are fused by ``Node.fusion``, one of ``specgraph._fusions.FUSIONS`` (sum, fast
+normalised weights per input or per input and channel, softmax weights, NAS-FPN's global attention,
+concatenation), where each formula is written.
 - ``SeparableConv``: a depthwise ``kernel x kernel`` convolution (no bias), then a 1x1 convolution to
   ``out_channels`` (with the bias, if ``bias``), Keras's ``SeparableConv2D``; then norm and activation
   like ``Conv``.
@@ -41,6 +41,7 @@ from functools import cached_property
 from typing import Literal
 
 from ._errors import PlanError, Problem
+from ._fusions import FUSIONS
 
 __all__ = ["Activation", "Add", "Conv", "Edge", "MaxPool", "Node", "Norm", "Op", "Plan", "SeparableConv",
            "SqueezeExcite", "Unit", "UnitOp", "Upsample"]
@@ -312,7 +313,7 @@ class Node:
     ops: tuple[Op, ...] = ()
     block_type: str | None = None
     units: tuple[Unit, ...] = ()
-    fusion: Literal["sum", "weighted", "attention"] | None = None
+    fusion: str | None = None  # a name of specgraph._fusions.FUSIONS
     fusion_activation: bool = False
     drop_fraction: float | None = None  # stochastic depth rate = drop_rate * drop_fraction
     output_level: int | None = None
@@ -503,6 +504,10 @@ class Plan:
                 if end != (node.channels, node.level):
                     bad(path, f"its ops end at {end[0]} channels, level {end[1]}; the node says "
                               f"{node.channels}, level {node.level}")
+            concat = node.fusion in FUSIONS and FUSIONS[node.fusion].concat
+            if node.kind in ("block", "stem_block") and node.fusion is not None and node.fusion not in FUSIONS:
+                bad(path, f"unknown fusion {node.fusion!r}; known: {', '.join(FUSIONS)}")
+            side_by_side = 0  # a concatenation's channels
             for j, edge in enumerate(node.inputs):
                 where = f"{path}.inputs[{j}]"
                 source = seen.get(edge.source)
@@ -516,10 +521,13 @@ class Plan:
                     channels, level = chain(path, node.ops, channels, level)
                     want = (node.channels, node.level)
                 else:
-                    want = (consumed, fused_level)
+                    want = (channels if concat else consumed, fused_level)
+                    side_by_side += channels
                 if (channels, level) != want:
                     bad(where, f"reaches {channels} channels at level {level}; the node needs {want[0]} at "
                                f"level {want[1]}")
+            if concat and side_by_side != consumed:
+                bad(path, f"its inputs concatenate to {side_by_side} channels; the node takes {consumed}")
             if node.kind == "block" and node.ops:
                 end = chain(path, node.ops, consumed, fused_level)
                 if end != (node.channels, node.level):

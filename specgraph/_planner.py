@@ -11,6 +11,7 @@ from typing import Any
 import networkx as nx
 
 from ._errors import ArgumentError, PlanError, Problem
+from ._fusions import FUSIONS
 from ._graph import ENDPOINT_PREFIX, SpecGraph, build_graph, cell_repeats, expansion
 from ._plan import Activation, Conv, Edge, MaxPool, Node, Norm, Op, Plan, SeparableConv, Size, Unit, Upsample
 from ._schema import MAX_LEVEL, Spec, Variant
@@ -297,14 +298,15 @@ class _Planner:
         fused_level = attrs["level"] - sum(steps)
         parents = [(source, data["kind"]) for source, _, data in
                    sorted(dag.in_edges(name, data=True), key=lambda e: e[2]["slot"])]
-        fused_channels = self.nodes[parents[0][0]].channels if len(parents) == 1 else width
+        concat = FUSIONS[attrs["fusion"]].concat
+        fused_channels = self.nodes[parents[0][0]].channels if len(parents) == 1 or concat else width
         overlap = self.spec.resample.pool_kernel == "stride+1"
         edges = []
         for source, kind in parents:
             parent = self.nodes[source]
             ops: list[Op] = []
             c = parent.channels
-            if c != fused_channels:
+            if c != fused_channels and not concat:
                 ops += [Conv(c, fused_channels, 1, 1, parent.size, activation=False, bias=True)]
                 c = fused_channels
             if parent.level < fused_level:
@@ -313,6 +315,8 @@ class _Planner:
             elif parent.level > fused_level:
                 ops.append(Upsample(2 ** (parent.level - fused_level), c, _size_at(self.size, fused_level)))
             edges.append(Edge(source, name, kind, tuple(ops), parent.level, fused_level))
+        if concat:  # the inputs side by side, each as it is
+            fused_channels = sum(self.nodes[source].channels for source, _ in parents)
         node_ops: list[Op] = []
         c, level = fused_channels, fused_level
         for op, step in zip(specs, steps, strict=True):

@@ -63,3 +63,8 @@ class ConformingBackend(Backend, Protocol):
     def apply_activation(self, name: str, x: Any) -> Any:
         """The backend's function for activation ``name`` applied to a numpy array, as numpy."""
         ...
+
+    def apply_fusion(self, method: str, xs: Any, weights: Any) -> Any:
+        """The backend's fusion ``method`` of NCHW numpy arrays ``xs`` with its ``weights`` (None, or the shape
+        ``specgraph.backend_api.fusion_weight_shape`` gives), as an NCHW numpy array."""
+        ...

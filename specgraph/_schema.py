@@ -25,6 +25,7 @@ from pydantic import (
 
 from ._activations import ACTIVATIONS
 from ._errors import PlanError
+from ._fusions import FUSION_NAMES
 from ._text import brief, first_unsafe
 from ._writer import dumps
 
@@ -94,8 +95,8 @@ Stride = Annotated[Literal[1, 2], BeforeValidator(_exact_int)]
 Momentum = Annotated[Float, Field(gt=0.0, lt=1.0)]  # Keras's convention: the moving average keeps this much
 Epsilon = Annotated[Float, Field(gt=0.0, le=1.0)]
 DropRate = Annotated[Float, Field(ge=0.0, lt=1.0)]
-# sum; fast normalised weights; NAS-FPN's global attention (x0 + x1 * sigmoid(max_hw(x0)) + the rest)
-FusionMethod = Literal["sum", "weighted", "attention"]
+# The fusion methods (specgraph/_fusions.py says what each computes).
+FusionMethod = Literal[FUSION_NAMES]  # type: ignore[valid-type]
 
 
 class _Model(BaseModel):

@@ -14,8 +14,10 @@ activations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
+from ._fusions import fusion_weight_shape
 from ._plan import Activation, Conv, Edge, Node, Norm, Op, Plan, SeparableConv, SqueezeExcite, Unit, UnitOpKind
 
 __all__ = ["NodeStats", "Stats", "stats"]
@@ -121,9 +123,10 @@ def _node(node: Node) -> NodeStats:
         total += _op(op)
     for unit in node.units:
         total += _unit(unit)
-    weighted = node.fusion == "weighted"
+    shape = fusion_weight_shape(node.fusion, len(node.inputs), node.fused_channels)
+    weighted = shape is not None
     if weighted:
-        total += _Count(len(node.inputs))
+        total += _Count(math.prod(shape))
     if node.fusion is not None and (len(node.inputs) > 1 or weighted or node.fusion_activation):
         # the sum (and the weighted inputs), then its activation
         total += _maps(node.size, node.channels, max(1, node.fusion_activation + (len(node.inputs) if weighted else 0)))

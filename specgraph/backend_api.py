@@ -15,6 +15,7 @@ from ._activations import ACTIVATIONS, canonical_activation
 from ._activations import FORMULAS as ACTIVATION_FORMULAS
 from ._codegen import CodegenError, Namespace, header, render_template
 from ._features import Feature, FeatureInfo
+from ._fusions import FUSIONS, FusionMethod, fusion_weight_shape
 from ._memory import available_memory, check_memory, format_bytes
 from ._mg_blocks import (
     MODELGARDEN_BACKBONES,
@@ -46,8 +47,10 @@ __all__ = [
     "CodegenError",
     "DecoderVariable",
     "ConformingBackend",
+    "FUSIONS",
     "Feature",
     "FeatureInfo",
+    "FusionMethod",
     "LoadReport",
     "MODELGARDEN_BACKBONES",
     "MODELGARDEN_BLOCKS",
@@ -66,6 +69,7 @@ __all__ = [
     "format_bytes",
     "frozen_nodes",
     "fuse_slot",
+    "fusion_weight_shape",
     "header",
     "is_op_block",
     "levels_of",

@@ -20,14 +20,15 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 
-__all__ = ["ACTIVATION_REFERENCES", "CONFORMANCE_CASES", "TYPES", "UNREADABLE_NPZ", "WEIGHT_CORRUPTIONS",
-           "WEIGHT_ROUTES", "BackendConformance", "assert_weights_refused", "corrupt_weights", "imported_modules",
-           "unreadable_npz", "valid_specs"]
+__all__ = ["ACTIVATION_REFERENCES", "CONFORMANCE_CASES", "FUSION_REFERENCES", "TYPES", "UNREADABLE_NPZ",
+           "WEIGHT_CORRUPTIONS", "WEIGHT_ROUTES", "BackendConformance", "assert_weights_refused", "corrupt_weights",
+           "imported_modules", "unreadable_npz", "valid_specs"]
 
 TYPES = ["residual", "bottleneck", "mbconv"]
 
 
 _OP_CHOICES = ["conv", "separable_conv", "norm", "act"]
+_FUSIONS = ["sum", "weighted", "weighted_channel", "softmax", "concat"]  # attention needs two inputs
 
 
 @st.composite
@@ -68,8 +69,9 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
 
     def block(name: str, level: int, inputs: list[str]) -> dict[str, Any]:
         if decoder and draw(st.booleans()):
+            fusions = [*_FUSIONS, "attention"] if len(inputs) > 1 else _FUSIONS
             return {"name": name, "level": level, "inputs": inputs, "filters": draw(st.integers(4, 32)),
-                    "ops": draw(_block_ops(level))}
+                    "ops": draw(_block_ops(level)), "fusion": draw(st.sampled_from(fusions))}
         return {"name": name, "level": level, "type": draw(st.sampled_from(TYPES)), "inputs": inputs}
 
     blocks = []
@@ -91,7 +93,7 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
             inputs = [f"out{level}", *draw(st.lists(st.sampled_from([b["name"] for b in cell_blocks] or
                                                                      [f"out{level}"]), max_size=1, unique=True))]
             inputs = list(dict.fromkeys(inputs))
-            fusions = ["sum", "weighted", "attention"] if len(inputs) > 1 else ["sum", "weighted"]
+            fusions = [*_FUSIONS, "attention"] if len(inputs) > 1 else _FUSIONS
             cell_blocks.append({"name": f"c{level}", "level": level, "inputs": inputs,
                                 "filters": draw(st.integers(4, 32)), "ops": draw(_block_ops(level)),
                                 "fusion": draw(st.sampled_from(fusions)), "output": True})
@@ -255,6 +257,36 @@ ACTIVATION_REFERENCES: dict[str, Callable[[Any], Any]] = {
     "linear": lambda x: x,
 }
 
+def _softmax0(w: Any) -> Any:
+    import numpy as np
+
+    e = np.exp(w - np.max(w, axis=0))
+    return e / e.sum(axis=0)
+
+
+def _per_channel(w: Any) -> Any:
+    """Weights (n,) or (n, C) shaped to broadcast on NCHW inputs stacked along a first axis."""
+    return w.reshape(-1, 1, 1, 1, 1) if w.ndim == 1 else w.reshape(w.shape[0], 1, w.shape[1], 1, 1)
+
+
+def _fast_normalised(xs: Any, w: Any) -> Any:
+    import numpy as np
+
+    r = _per_channel(np.maximum(w, 0.0))
+    return (r * np.stack(xs)).sum(axis=0) / (r.sum(axis=0) + 1e-4)
+
+
+# Fusion method -> numpy (inputs, weights) -> output, written from the formulas (EfficientDet's fast normalised and
+# softmax fusion, NAS-FPN's global attention), independently of every backend.
+FUSION_REFERENCES: dict[str, Callable[[Any, Any], Any]] = {
+    "sum": lambda xs, w: sum(xs[1:], xs[0]),
+    "weighted": _fast_normalised,
+    "weighted_channel": _fast_normalised,
+    "softmax": lambda xs, w: (_per_channel(_softmax0(w)) * _np("stack")(xs)).sum(axis=0),
+    "attention": lambda xs, w: sum(xs[2:], xs[0] + xs[1] * _sigmoid(xs[0].max(axis=(2, 3), keepdims=True))),
+    "concat": lambda xs, w: _np("concatenate")(xs, axis=1),
+}
+
 # Every block type, weighted fusion, a merge edge, up- and down-sampling, squeeze-excitation.
 _SMALL_SPEC: dict[str, Any] = {
     "name": "conformance",
@@ -275,8 +307,8 @@ _SMALL_SPEC: dict[str, Any] = {
     "variants": {"v": {"endpoints_num_filters": 16, "block_repeats": 1, "se_ratio": 0.25, "expand_ratio": 2.0}},
 }
 # Every op of op blocks (decoders): conv (strided too), separable conv, norm, activation, max-pool; inputs of
-# several widths (projected), finer (max-pooled by 2 and 4) and coarser (upsampled); weighted fusion; bare
-# endpoints of several widths.
+# several widths (projected), finer (max-pooled by 2 and 4) and coarser (upsampled); fusions with weights (per
+# input, per input and channel, softmax) and concatenation; bare endpoints of several widths.
 _DECODER_SPEC: dict[str, Any] = {
     "name": "decoder",
     "activation": "swish",
@@ -287,15 +319,17 @@ _DECODER_SPEC: dict[str, Any] = {
                         {"name": "s3", "level": 4, "type": "residual"}]},
     "fusion": {"method": "weighted"},
     "blocks": [
-        {"name": "p3", "level": 3, "inputs": ["s2", "s3"], "filters": 12,
+        {"name": "p3", "level": 3, "inputs": ["s2", "s3"], "filters": 12, "fusion": "weighted_channel",
          "ops": [{"op": "conv", "kernel": 1, "bias": True}]},
         {"name": "p4", "level": 4, "inputs": ["p3", "s1"], "filters": 12,
          "ops": [{"op": "act"}, {"op": "separable_conv", "bias": True}, {"op": "norm"}]},
         {"name": "p5", "level": 5, "inputs": ["p4"], "filters": 10,
          "ops": [{"op": "conv", "stride": 2}, {"op": "norm"}, {"op": "act"}], "output": True},
         {"name": "p6", "level": 6, "inputs": ["p5"], "ops": [{"op": "maxpool"}], "output": True},
-        {"name": "o3", "level": 3, "inputs": ["p3", "p4"], "filters": 12, "ops": [], "output": True},
-        {"name": "o4", "level": 4, "inputs": ["p4"], "ops": [{"op": "norm"}], "output": True},
+        {"name": "o3", "level": 3, "inputs": ["p3", "p4"], "filters": 12, "ops": [], "fusion": "softmax",
+         "output": True},
+        {"name": "o4", "level": 4, "inputs": ["p4", "p3"], "filters": 12, "fusion": "concat",
+         "ops": [{"op": "conv", "kernel": 1}, {"op": "norm"}], "output": True},
     ],
     "endpoints": {"min_level": 3, "max_level": 6, "conv": False},
     "variants": {"v": {}},
@@ -407,6 +441,22 @@ class BackendConformance:
         want, got = plugin.predict(model, images), plugin.predict(emitted, images)
         assert sorted(got) == sorted(want)
         assert max(_relative(got[k], want[k]) for k in want) <= 1e-6
+
+    @pytest.mark.parametrize("method", sorted(FUSION_REFERENCES))
+    def test_every_fusion_matches_the_core_formula(self, plugin: Any, method: str) -> None:
+        """Three inputs (NCHW, 4 channels), weights of the shape the core gives, not all positive."""
+        import numpy as np
+
+        from specgraph.backend_api import FUSIONS, fusion_weight_shape
+
+        assert set(FUSION_REFERENCES) == set(FUSIONS)
+        rng = np.random.default_rng(0)
+        xs = [rng.standard_normal((2, 4, 3, 5)).astype(np.float32) for _ in range(3)]
+        shape = fusion_weight_shape(method, 3, 4)
+        weights = None if shape is None else rng.uniform(-0.5, 2.0, shape).astype(np.float32)
+        want = FUSION_REFERENCES[method](xs, weights)
+        got = plugin.apply_fusion(method, xs, weights)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{self.backend} {method}")
 
     @pytest.mark.parametrize("name", [*sorted(ACTIVATION_REFERENCES), "silu", "simple_swish", "identity"])
     def test_every_activation_matches_the_core_formula(self, plugin: Any, name: str) -> None:

@@ -41,18 +41,23 @@ def test_random_valid_specs_plan_and_count_consistently(data, size) -> None:
         else:  # bare endpoints (stage-style specs): the output block's features as they are
             assert not node.ops and node.channels == plan.node(node.inputs[0].source).channels
         assert node.level == int(level)
-    # edges end at the channels their target fuses at: a block group's own, an op block's first op's
+    # edges end at the channels their target fuses at: a block group's own, an op block's first op's (a
+    # concatenation's: all edges' together)
     for node in plan.nodes:
+        ends = []
         for edge in node.inputs:
             if edge.kind == "input" and node.kind == "block":
                 channels = plan.node(edge.source).channels
                 for op in edge.ops:
                     channels = getattr(op, "out_channels", channels)
-                assert channels == node.fused_channels
+                ends.append(channels)
                 if node.units:
                     assert edge.ops[-1].out_channels == node.channels
             if edge.kind == "merge":
                 assert plan.node(edge.source).channels == node.channels and not edge.ops
+        if ends:
+            concat = node.fusion == "concat"
+            assert (sum(ends) if concat else set(ends)) == (node.fused_channels if concat else {node.fused_channels})
 
 
 @SETTINGS

@@ -78,7 +78,7 @@ def test_global_attention_by_hand() -> None:
     xs = [rng.standard_normal((2, 3, 4, 5)).astype(np.float32) for _ in range(3)]
     gate = 1.0 / (1.0 + np.exp(-xs[0].max(axis=(2, 3), keepdims=True)))
     want = xs[0] + xs[1] * gate + xs[2]
-    got = fuse_inputs([torch.from_numpy(x) for x in xs], None, attention=True).numpy()
+    got = fuse_inputs([torch.from_numpy(x) for x in xs], None, "attention").numpy()
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
@@ -110,8 +110,8 @@ def _spec_text() -> str:
     (lambda t: t.replace("repeats = { nasfpn = 7 }", "repeats = { nasfp = 7 }", 1), 'variants."7".repeats.nasfp',
      "did you mean 'nasfpn'"),
     (lambda t: t.replace('name = "nasfpn"', 'name = "p5"'), "cells[0].name", "also a block's name"),
-    (lambda t: t.replace('fusion = "attention", filters = 256, output = true', 'fusion = "concat", filters = 256, '
-                         'output = true', 1), "cells[0].blocks[4].fusion", "'attention'"),
+    (lambda t: t.replace('fusion = "attention", filters = 256, output = true', 'fusion = "mean", filters = 256, '
+                         'output = true', 1), "cells[0].blocks[4].fusion", "'softmax', 'attention' or 'concat'"),
 ])
 def test_bad_edits_are_located(tmp_path: Any, edit: Any, path: str, words: str) -> None:
     text = _spec_text()
@@ -124,6 +124,20 @@ def test_bad_edits_are_located(tmp_path: Any, edit: Any, path: str, words: str) 
     problems = info.value.problems
     assert any(p.path == path and words in p.message for p in problems), [str(p) for p in problems]
     assert all(p.file == str(file) and p.line for p in problems if p.path == path)
+
+
+def test_a_concat_fusion_widens_the_blocks_conv() -> None:
+    """A block fusing by concatenation takes its inputs side by side: b6's conv then reads 256 + 256 channels
+    (no projection), and the stats count the wider kernel."""
+    data = specgraph.load("resnet_nasfpn").to_dict()
+    data["cells"][0]["blocks"][1]["fusion"] = "concat"
+    plan = specgraph.plan(specgraph.load(data), "3", (128, 128))
+    plan.lint()
+    b6 = plan.node("nasfpn_2/b6")
+    assert [op.describe() for op in b6.ops] == ["act", "conv 3x3 512->256", "norm"] and b6.fused_channels == 512
+    assert all(not edge.ops or edge.ops[0].op != "conv" for edge in b6.inputs)
+    extra = specgraph.stats(plan).params - RESNET50 - NASFPN[3, False]
+    assert extra == 3 * 9 * 256 * 256  # each repetition's b6 kernel doubles its input channels
 
 
 @pytest.mark.parametrize("fmt", ["toml", "yaml", "json"])

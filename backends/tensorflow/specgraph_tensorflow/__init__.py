@@ -7,6 +7,7 @@ from importlib.metadata import version as _metadata_version
 
 from ._contract import (
     apply_activation,
+    apply_fusion,
     count_parameters,
     emitted_model,
     load_structural,
@@ -41,6 +42,7 @@ __all__ = [
     "__version__",
     "activation_kernel",
     "apply_activation",
+    "apply_fusion",
     "build",
     "compile",
     "count_parameters",

@@ -9,7 +9,7 @@ import tensorflow as tf
 import tf_keras
 
 from specgraph import Activation, BackendError, Conv, Edge, MaxPool, Node, Norm, Op, Plan, SeparableConv, Upsample
-from specgraph.backend_api import frozen_nodes, fuse_slot, op_slot, unit_slot
+from specgraph.backend_api import frozen_nodes, fuse_slot, fusion_weight_shape, op_slot, unit_slot
 
 from ._layers import ConvNormAct, Fuse, LayerOptions, NormAct
 from ._layers import Upsample as UpsampleLayer
@@ -121,9 +121,10 @@ class _Builder:
             return self.units(node, tensors[node.inputs[0].source])
         if node.kind == "block":
             parents = [self.edge(e, j, tensors[e.source], image) for j, e in enumerate(node.inputs)]
+            shape = fusion_weight_shape(node.fusion, len(node.inputs), node.fused_channels)
             fuse = Fuse(node.fusion or "sum", len(parents), self.options.activation if node.fusion_activation
-                        else None, name=f"{self.names[node.name]}_fuse")
-            if node.fusion == "weighted":
+                        else None, shape, name=f"{self.names[node.name]}_fuse")
+            if shape is not None:
                 self.slots[fuse_slot(node.name)] = fuse
             x = self.units(node, fuse(parents))
             for k, op in enumerate(node.ops):  # an op block's ops

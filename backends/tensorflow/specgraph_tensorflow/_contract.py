@@ -15,9 +15,11 @@ from specgraph import ArgumentError
 from specgraph.backend_api import LoadReport
 
 from ._layers import activation_kernel
+from ._runtime import Fuse
 from .weights import load_weights, weights_dict
 
-__all__ = ["apply_activation", "count_parameters", "emitted_model", "load_structural", "predict", "to_structural"]
+__all__ = ["apply_activation", "apply_fusion", "count_parameters", "emitted_model", "load_structural", "predict",
+           "to_structural"]
 
 
 def predict(model: Any, images: Any) -> dict[str, np.ndarray]:
@@ -60,3 +62,13 @@ def emitted_model(source: str, model: Any) -> Any:
 
 def apply_activation(name: str, x: Any) -> np.ndarray:
     return activation_kernel(name)(tf.constant(np.asarray(x))).numpy()
+
+
+def apply_fusion(method: str, xs: Any, weights: Any) -> np.ndarray:
+    shape = None if weights is None else np.shape(weights)
+    fuse = Fuse(method, len(xs), None, shape)
+    nhwc = [tf.constant(np.asarray(x).transpose(0, 2, 3, 1)) for x in xs]
+    fuse.build([t.shape for t in nhwc])
+    if weights is not None:
+        fuse.fusion_weights.assign(np.asarray(weights))
+    return fuse(nhwc).numpy().transpose(0, 3, 1, 2)

@@ -37,7 +37,7 @@ from specgraph import (
     Upsample,
 )
 from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, activation_sources, render_template
-from specgraph.backend_api import canonical_activation, fuse_slot, op_slot, unit_slot
+from specgraph.backend_api import canonical_activation, fuse_slot, fusion_weight_shape, op_slot, unit_slot
 
 from . import _runtime
 from ._build import layer_names
@@ -223,9 +223,10 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
             x = var[node.inputs[0].source]
         elif node.kind == "block":
             act = "ACT" if node.fusion_activation else "None"
-            x = (f"Fuse({(node.fusion or 'sum')!r}, {len(node.inputs)}, {act}, name={prefix + '_fuse'!r})"
-                 f"({_edges(node, var, prefix, slots)})")
-            if node.fusion == "weighted":  # only a weighted fusion has weights (the backend's slots too)
+            shape = fusion_weight_shape(node.fusion, len(node.inputs), node.fused_channels)
+            x = (f"Fuse({(node.fusion or 'sum')!r}, {len(node.inputs)}, {act}, {shape!r}, "
+                 f"name={prefix + '_fuse'!r})({_edges(node, var, prefix, slots)})")
+            if shape is not None:  # only a fusion with weights has a slot (as in the backend)
                 slots[fuse_slot(node.name)] = f"{prefix}_fuse"
             if node.ops:  # an op block's ops run on the fused inputs
                 x = _ops(x, node.ops, prefix, node.fused_level, False, 4, (node.name, None), slots, levels=True)

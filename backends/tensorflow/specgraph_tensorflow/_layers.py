@@ -173,8 +173,9 @@ class Upsample(PlannedLayer, _runtime.Upsample):
 class Fuse(PlannedLayer, _runtime.Fuse):
     """A block's input fusion; ``activation`` is an activation name (or None)."""
 
-    def __init__(self, method: str, count: int, activation: str | None, **kwargs: Any) -> None:
-        super().__init__(method, count, activation_fn(activation) if activation else None, **kwargs)
+    def __init__(self, method: str, count: int, activation: str | None, weight_shape: Any = None,
+                 **kwargs: Any) -> None:
+        super().__init__(method, count, activation_fn(activation) if activation else None, weight_shape, **kwargs)
         self.activation = activation
 
     def get_config(self) -> dict[str, Any]:

@@ -297,25 +297,37 @@ class Upsample(tf_keras.layers.Layer):
         return {**super().get_config(), "factor": self.factor, "level": self.level}
 
 
+FUSION_METHODS = ("sum", "weighted", "weighted_channel", "softmax", "attention", "concat")
+
+
 class Fuse(tf_keras.layers.Layer):
-    """A block's input fusion: ``sum``, fast normalised ``weighted`` or NAS-FPN's global ``attention``
-    (``x_0 + x_1 * sigmoid(max_hw(x_0))`` + the other inputs), then ``activation`` (a function) if given."""
+    """A block's input fusion by ``method`` (specgraph._fusions.FUSIONS says what each computes) with trainable
+    weights of ``weight_shape`` (the plan's: one per input, or per input and channel; None: none), then
+    ``activation`` (a function) if given."""
 
     def __init__(self, method: str, count: int, activation: Callable[[tf.Tensor], tf.Tensor] | None = None,
-                 **kwargs: Any) -> None:
+                 weight_shape: Sequence[int] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if method not in ("sum", "weighted", "attention"):
-            raise ValueError(f"unknown fusion {method!r}")
+        if method not in FUSION_METHODS:
+            raise ValueError(f"unknown fusion {method!r}; known: {', '.join(FUSION_METHODS)}")
         self.method, self.count = method, count
+        self.weight_shape = tuple(weight_shape) if weight_shape is not None else None
         self.act = activation
 
     def build(self, input_shape: Any) -> None:
-        if self.method == "weighted":
-            self.fusion_weights = self.add_weight(name="weights", shape=(self.count,), initializer="ones",
+        if self.weight_shape is not None:
+            self.fusion_weights = self.add_weight(name="weights", shape=self.weight_shape, initializer="ones",
                                                   trainable=True, dtype=tf.float32)
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape: Any) -> tf.TensorShape:
+        if self.method == "concat":
+            shapes = [tf.TensorShape(s) for s in input_shape]
+            channels = [s[-1] for s in shapes]
+            merged = tf.TensorShape(None)
+            for s in shapes:
+                merged = merged.merge_with(s[:-1].concatenate([None]))
+            return merged[:-1].concatenate([None if None in channels else sum(channels)])
         shape = tf.TensorShape(None)
         for s in input_shape:
             shape = shape.merge_with(tf.TensorShape(s))
@@ -332,16 +344,23 @@ class Fuse(tf_keras.layers.Layer):
                 rest = rest[1:]
             for t in rest:
                 x = x + t
-        else:
+        elif self.method == "concat":
+            x = tf.concat(inputs, axis=-1)
+        elif self.method == "softmax":
+            w = tf.nn.softmax(tf.cast(self.fusion_weights, inputs[0].dtype), axis=0)
+            x = tf.add_n([w[i] * t for i, t in enumerate(inputs)])
+        else:  # fast normalised: a weight per input ((n,)) or per input and channel ((n, C), broadcast on NHWC)
             w = tf.nn.relu(tf.cast(self.fusion_weights, inputs[0].dtype))
-            x = tf.add_n([w[i] * t for i, t in enumerate(inputs)]) / (tf.reduce_sum(w) + tf.cast(1e-4, w.dtype))
+            x = tf.add_n([w[i] * t for i, t in enumerate(inputs)]) / (tf.reduce_sum(w, axis=0) +
+                                                                       tf.cast(1e-4, w.dtype))
         return self.act(x) if self.act is not None else x
 
     def named_variables(self) -> dict[str, tf.Variable]:
         return {"weights": self.fusion_weights}
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "method": self.method, "count": self.count}
+        return {**super().get_config(), "method": self.method, "count": self.count,
+                "weight_shape": self.weight_shape}
 
 
 class StochasticDepth(tf_keras.layers.Layer):

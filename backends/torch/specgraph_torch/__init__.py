@@ -5,7 +5,7 @@
 
 from importlib.metadata import version as _metadata_version
 
-from ._contract import apply_activation, count_parameters, emitted_model, predict
+from ._contract import apply_activation, apply_fusion, count_parameters, emitted_model, predict
 from ._emit import emit
 from ._export import dynamic_shapes, export, fold_batch_norm, min_dynamic_side, optimize_for_inference, to_onnx
 from ._fused import InferenceNet, onednn_available
@@ -36,6 +36,7 @@ __all__ = [
     "__version__",
     "activation_kernel",
     "apply_activation",
+    "apply_fusion",
     "compile",
     "count_parameters",
     "dynamic_shapes",

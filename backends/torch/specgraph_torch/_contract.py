@@ -11,10 +11,11 @@ import torch
 
 from specgraph import ArgumentError
 
+from ._layers import fuse_inputs
 from ._model import SpecgraphModel
 from ._ops import activation_kernel
 
-__all__ = ["apply_activation", "count_parameters", "emitted_model", "predict"]
+__all__ = ["apply_activation", "apply_fusion", "count_parameters", "emitted_model", "predict"]
 
 
 def predict(model: torch.nn.Module, images: Any) -> dict[str, np.ndarray]:
@@ -46,3 +47,9 @@ def emitted_model(source: str, model: SpecgraphModel) -> torch.nn.Module:
 
 def apply_activation(name: str, x: Any) -> np.ndarray:
     return activation_kernel(name)(torch.as_tensor(np.asarray(x))).numpy()
+
+
+def apply_fusion(method: str, xs: Any, weights: Any) -> np.ndarray:
+    w = torch.as_tensor(np.asarray(weights)) if weights is not None else None
+    with torch.no_grad():
+        return fuse_inputs([torch.as_tensor(np.asarray(x)) for x in xs], w, method).numpy()

@@ -30,7 +30,7 @@ from specgraph import (
     Upsample,
 )
 from specgraph._codegen import ACTIVATION_FUNCTIONS, Namespace, kernel_sources, render_template
-from specgraph.backend_api import canonical_activation
+from specgraph.backend_api import canonical_activation, fusion_weight_shape
 
 from . import _layers
 from ._blocks import unit_op_values
@@ -139,9 +139,10 @@ def _constructor(node: Node, levels: dict[str, int]) -> str:
     inputs = "".join(f"\n{pad}    {_chain(e.ops, levels[e.source], resample=True)}," for e in node.inputs)
     units = "".join(f"\n{pad}    {_unit(u, drop, pad + '    ')}," for u in node.units)
     fusion_act = "make_act()" if node.fusion_activation else "None"
-    ops = f"{pad}{_ops(node.ops, node.fused_level)},\n" if node.kind == "block" and node.ops else ""
+    ops = _ops(node.ops, node.fused_level) if node.kind == "block" and node.ops else "[]"
+    shape = fusion_weight_shape(node.fusion, len(node.inputs), node.fused_channels)
     return (f"BlockNode(\n{pad}[{inputs}\n{pad}],\n{pad}[{units}\n{pad}],\n"
-            f"{pad}{node.fusion!r},\n{pad}{fusion_act},\n{ops}        )")
+            f"{pad}{node.fusion!r},\n{pad}{fusion_act},\n{pad}{ops},\n{pad}{shape!r},\n        )")
 
 
 def _activations(plan: Plan) -> dict[str, str]:

@@ -442,11 +442,11 @@ class _Block(nn.Module):
         self.ops = ops
         self.act = act
         self.weighted = block.weighted
-        self.attention = block.attention
+        self.fusion = block.fusion
         if self.weighted:
             self.register_buffer("fusion_weights", block.fusion_weights.detach().clone())
         hosts = [i for i, c in enumerate(chains) if c.can_host]
-        self.host = hosts[0] if hosts and not (self.weighted or self.attention) else None
+        self.host = hosts[0] if hosts and self.fusion == "sum" else None
         if self.host is not None:  # the host's last conv takes the sum and the activation after it
             ops = chains[self.host].ops
             last = ops[-1]
@@ -455,7 +455,7 @@ class _Block(nn.Module):
     def forward(self, parents: list[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
         if self.host is None:
             xs = [chain.forward(p, image_hw) for chain, p in zip(self.inputs, parents, strict=True)]
-            x = fuse_inputs(xs, self.fusion_weights if self.weighted else None, self.attention)
+            x = fuse_inputs(xs, self.fusion_weights if self.weighted else None, self.fusion)
             if self.act is not None:
                 x = ACTIVATIONS[self.act](x)
         else:

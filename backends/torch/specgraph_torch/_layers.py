@@ -26,6 +26,7 @@ __all__ = [
     "BlockNode",
     "BlockUnit",
     "ConvNormAct",
+    "FUSION_KERNELS",
     "MaxPoolSame",
     "OpChain",
     "SeparableConvNormAct",
@@ -332,20 +333,47 @@ class BlockUnit(nn.Module):
         return y
 
 
-def fuse_inputs(xs: Sequence[torch.Tensor], weights: torch.Tensor | None, attention: bool = False) -> torch.Tensor:
-    """A block's fusion: the sum; with ``weights`` fast normalised ``sum(relu(w_i) x_i) / (sum relu(w) + 1e-4)``;
-    with ``attention`` NAS-FPN's ``x_0 + x_1 * sigmoid(max_hw(x_0))``, the other inputs added as they are."""
-    if weights is not None:
-        w = torch.relu(weights)
-        return sum(w[i] * t for i, t in enumerate(xs)) / (w.sum() + 1e-4)
-    if attention:
-        x = xs[0] + xs[1] * torch.sigmoid(torch.amax(xs[0], dim=(2, 3), keepdim=True))
-        rest = xs[2:]
-    else:
-        x, rest = xs[0], xs[1:]
-    for t in rest:
+def _channelwise(w: torch.Tensor) -> torch.Tensor:
+    """Per-input weights ``(n,)`` as ``(n, 1, 1, 1)``, per input and channel ``(n, C)`` as ``(n, 1, C, 1, 1)``."""
+    return w.view(*w.shape, 1, 1, 1) if w.dim() == 1 else w.view(w.shape[0], 1, w.shape[1], 1, 1)
+
+
+def _fuse_sum(xs: Sequence[torch.Tensor], w: torch.Tensor | None) -> torch.Tensor:
+    x = xs[0]
+    for t in xs[1:]:
         x = x + t
     return x
+
+
+def _fuse_weighted(xs: Sequence[torch.Tensor], w: torch.Tensor | None) -> torch.Tensor:
+    w = _channelwise(torch.relu(w))
+    return sum(w[i] * t for i, t in enumerate(xs)) / (w.sum(dim=0) + 1e-4)
+
+
+def _fuse_softmax(xs: Sequence[torch.Tensor], w: torch.Tensor | None) -> torch.Tensor:
+    w = _channelwise(torch.softmax(w, dim=0))
+    return sum(w[i] * t for i, t in enumerate(xs))
+
+
+def _fuse_attention(xs: Sequence[torch.Tensor], w: torch.Tensor | None) -> torch.Tensor:
+    x = xs[0] + xs[1] * torch.sigmoid(torch.amax(xs[0], dim=(2, 3), keepdim=True))
+    return _fuse_sum([x, *xs[2:]], None)
+
+
+def _fuse_concat(xs: Sequence[torch.Tensor], w: torch.Tensor | None) -> torch.Tensor:
+    return torch.cat(list(xs), dim=1)
+
+
+# One kernel per fusion method (specgraph._fusions.FUSIONS says what each computes): (inputs, weights) -> output.
+FUSION_KERNELS: dict[str, Callable[[Sequence[torch.Tensor], torch.Tensor | None], torch.Tensor]] = {
+    "sum": _fuse_sum, "weighted": _fuse_weighted, "weighted_channel": _fuse_weighted, "softmax": _fuse_softmax,
+    "attention": _fuse_attention, "concat": _fuse_concat,
+}
+
+
+def fuse_inputs(xs: Sequence[torch.Tensor], weights: torch.Tensor | None, method: str = "sum") -> torch.Tensor:
+    """A block's fusion of its resampled inputs by ``method`` (a ``FUSION_KERNELS`` name) with its ``weights``."""
+    return FUSION_KERNELS[method](xs, weights)
 
 
 class BlockNode(nn.Module):
@@ -353,20 +381,23 @@ class BlockNode(nn.Module):
     block runs its ``ops`` (like an :class:`OpChain`) after the fusion instead of units."""
 
     def __init__(self, inputs: Sequence[OpChain], units: Sequence[nn.Module], fusion: str | None,
-                 act: nn.Module | None, ops: Sequence[nn.Module] = ()) -> None:
+                 act: nn.Module | None, ops: Sequence[nn.Module] = (),
+                 weight_shape: Sequence[int] | None = None) -> None:
         super().__init__()
         self.inputs = nn.ModuleList(inputs)
         self.units = nn.Sequential(*units)
-        self.weighted = fusion == "weighted"
-        self.attention = fusion == "attention"
+        self.fusion = fusion or "sum"
+        if self.fusion not in FUSION_KERNELS:
+            raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(FUSION_KERNELS)}")
+        self.weighted = weight_shape is not None  # the fusion's trainable weights, initialised to 1
         if self.weighted:
-            self.fusion_weights = nn.Parameter(torch.ones(len(inputs)))
+            self.fusion_weights = nn.Parameter(torch.ones(tuple(weight_shape)))
         self.fusion_act = act if act is not None else nn.Identity()
         self.ops = nn.ModuleList(ops)  # state-dict keys nodes.<node>.ops.<i>, like a stem's or an endpoint's
 
     def forward(self, parents: list[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
         xs = [edge(p, image_hw) for edge, p in zip(self.inputs, parents, strict=True)]
-        x = fuse_inputs(xs, self.fusion_weights if self.weighted else None, self.attention)
+        x = fuse_inputs(xs, self.fusion_weights if self.weighted else None, self.fusion)
         x = self.units(self.fusion_act(x))
         for op in self.ops:
             x = op(x, image_hw) if isinstance(op, UpsampleNearest) else op(x)

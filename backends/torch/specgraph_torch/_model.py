@@ -35,6 +35,7 @@ from specgraph.backend_api import (
     check_options,
     check_plan_matches,
     frozen_nodes,
+    fusion_weight_shape,
 )
 
 from ._blocks import make_unit
@@ -187,7 +188,8 @@ class SpecgraphModel(nn.Module):
         rate = self.stochastic_depth_drop_rate * (node.drop_fraction or 0.0) if node.kind == "block" else 0.0
         units = [make_unit(u, self._norm, self._act, rate) for u in node.units]
         ops = self._op_modules(node.ops, node.fused_level, where) if node.kind == "block" else []
-        return BlockNode(inputs, units, node.fusion, self._act() if node.fusion_activation else None, ops)
+        shape = fusion_weight_shape(node.fusion, len(node.inputs), node.fused_channels)
+        return BlockNode(inputs, units, node.fusion, self._act() if node.fusion_activation else None, ops, shape)
 
     # --- forward ------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
