@@ -98,7 +98,9 @@ def _validate(args: argparse.Namespace) -> int:
             _say(f"specgraph validate: error: {len(exc.problems)} problems:\n{exc}" if len(exc.problems) > 1
                  else f"specgraph validate: error: {exc}")
             continue
-        _emit_text(f"ok  {source}: {spec.name}, {len(spec.blocks)} blocks, variants {', '.join(spec.variants)}\n")
+        cells = "".join(f", cell {c.name} ({len(c.blocks)} blocks x {c.repeats})" for c in spec.cells)
+        _emit_text(f"ok  {source}: {spec.name}, {len(spec.blocks)} blocks{cells}, variants "
+                   f"{', '.join(spec.variants)}\n")
     if failed:
         _say(f"specgraph validate: {failed} of {len(args.specs)} file(s) failed")
     return EXIT_BAD_INPUT if failed else EXIT_OK
