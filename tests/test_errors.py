@@ -106,7 +106,7 @@ CASES = [
     ("dotted-name", _set(["blocks", 0, "name"], "block.1"), SpecValidationError, "blocks[0].name",
      "no '.'", "block.1"),
     ("bad-fusion", _set(["fusion"], {"method": "mean"}), SpecValidationError, "fusion.method",
-     "'sum', 'weighted' or 'attention'", "mean"),
+     "'sum', 'weighted', 'weighted_channel', 'softmax', 'attention' or 'concat'", "mean"),
     ("bad-downsample", _set(["resample"], {"down": "avgpool"}), SpecValidationError, "resample.down",
      "'conv_maxpool'", "avgpool"),
     ("stem-level-jump", _set(["stem", "blocks", 0, "level"], 4), GraphError, "stem.blocks[0].level",

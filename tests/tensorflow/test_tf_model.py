@@ -68,7 +68,7 @@ def test_hard_sigmoid_uses_model_gardens_constant():
 
 def test_weighted_fusion_by_hand():
     a, b = tf.fill((1, 2, 2, 1), 3.0), tf.fill((1, 2, 2, 1), 5.0)
-    fuse = Fuse("weighted", 2, activation=None)
+    fuse = Fuse("weighted", 2, activation=None, weight_shape=(2,))  # the shape the builder takes from the plan
     fuse([a, b])
     np.testing.assert_allclose(fuse([a, b]).numpy(), (3 + 5) / (2 + 1e-4), rtol=1e-6)  # weights start at 1
     fuse.fusion_weights.assign([2.0, -1.0])  # relu drops the negative weight

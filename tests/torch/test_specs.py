@@ -33,7 +33,7 @@ def test_spinenet_lite(variant):
 
 
 def test_weighted_fusion_by_hand():
-    node = _BlockNode([_OpChain([]) for _ in range(3)], [], "weighted", None)
+    node = _BlockNode([_OpChain([]) for _ in range(3)], [], "weighted", None, weight_shape=(3,))  # as the builder
     with torch.no_grad():
         node.fusion_weights.copy_(torch.tensor([2.0, -1.0, 1.0]))
     xs = [torch.full((1, 1, 1, 1), v) for v in (1.0, 5.0, 4.0)]
