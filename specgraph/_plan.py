@@ -10,8 +10,9 @@ Op semantics (what every backend must implement):
   half before), ``groups == in_channels == out_channels`` for depthwise; then batch
   norm if ``norm``, then the plan's activation if ``activation``.
 - ``MaxPool``: max-pool with ``SAME`` padding (pads with -inf).
-- ``Upsample``: repeat every pixel ``factor x factor`` times, then crop to ``size``
-  (``out[i] = in[i // factor]``), which is Model Garden's nearest upsampling.
+- ``Upsample``: ``mode="nearest"``: repeat every pixel ``factor x factor`` times, then crop to ``size``
+  (``out[i] = in[i // factor]``), which is Model Garden's nearest upsampling; ``mode="bilinear"``: resize to
+  ``size`` bilinearly with half-pixel centres (TF2's ``tf.image.resize``, torch's ``align_corners=False``).
 - ``SqueezeExcite``: ``x * gate(expand(inner(reduce(mean_hw(x)))))``; ``reduce`` and ``expand``
   are 1x1 convolutions with a bias and no norm; ``inner``/``gate`` are activation names
   (``specgraph._activations``).
@@ -119,7 +120,7 @@ class Upsample:
     factor: int
     channels: int
     size: Size
-    mode: Literal["nearest"] = "nearest"
+    mode: Literal["nearest", "bilinear"] = "nearest"
     op: Literal["upsample"] = "upsample"
 
     @property

@@ -313,7 +313,8 @@ class _Planner:
                 stride = 2 ** (fused_level - parent.level)
                 ops.append(MaxPool(stride + overlap, stride, c, _size_at(self.size, fused_level)))
             elif parent.level > fused_level:
-                ops.append(Upsample(2 ** (parent.level - fused_level), c, _size_at(self.size, fused_level)))
+                ops.append(Upsample(2 ** (parent.level - fused_level), c, _size_at(self.size, fused_level),
+                                    self.spec.resample.up))
             edges.append(Edge(source, name, kind, tuple(ops), parent.level, fused_level))
         if concat:  # the inputs side by side, each as it is
             fused_channels = sum(self.nodes[source].channels for source, _ in parents)
@@ -360,7 +361,7 @@ class _Planner:
                 else:
                     ops.append(MaxPool(3, 2, c, at))
         elif level < lvl:
-            ops.append(Upsample(2 ** (lvl - level), c, _size_at(self.size, level)))
+            ops.append(Upsample(2 ** (lvl - level), c, _size_at(self.size, level), policy.up))
         ops.append(Conv(c, channels, 1, 1, _size_at(self.size, level), activation=False))
         return tuple(ops)
 

@@ -225,7 +225,7 @@ class Resample(_Model):
 
     squeeze: Flag = True
     down: Literal["conv_maxpool", "depthwise", "conv"] = "conv_maxpool"
-    up: Literal["nearest"] = "nearest"
+    up: Literal["nearest", "bilinear"] = "nearest"
     # Op blocks: the max-pool that brings a finer input down by a stride s has kernel s (NAS-FPN) or s + 1 (BiFPN).
     pool_kernel: Literal["stride", "stride+1"] = "stride"
 

@@ -71,11 +71,34 @@ def torch_model(plan: specgraph.Plan) -> Any:
     return model
 
 
-def test_onnx_runs_in_onnxruntime_at_another_size(torch_model: Any, tmp_path: Any) -> None:
+def test_bilinear_upsampling_by_hand() -> None:
+    """Both backends' bilinear upsampling of [[0, 1], [2, 3]] to 4x4 with half-pixel centres: source coordinate
+    (i + 0.5) / 2 - 0.5, clamped, so each axis reads [0, 0.25, 0.75, 1] of the way and out = 2 * row + column."""
+    from specgraph_torch._layers import UpsampleBilinear
+
+    axis = np.array([0.0, 0.25, 0.75, 1.0], np.float32)
+    want = 2 * axis[:, None] + axis[None, :]
+    x = np.array([[0.0, 1.0], [2.0, 3.0]], np.float32)
+    got = UpsampleBilinear(2, 2)(torch.from_numpy(x)[None, None], (16, 16))[0, 0].numpy()  # level 2 of 16: 4
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    tf = pytest.importorskip("tensorflow")
+    from specgraph_tensorflow._runtime import Upsample
+
+    got = Upsample(2, 2, "bilinear")([tf.constant(x[None, :, :, None]), tf.zeros((1, 16, 16, 3))])
+    np.testing.assert_allclose(got.numpy()[0, :, :, 0], want, atol=1e-6)
+
+
+@pytest.mark.parametrize("up", ["nearest", "bilinear"])
+def test_onnx_runs_in_onnxruntime_at_another_size(torch_model: Any, tmp_path: Any, up: str) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     import specgraph_torch
 
+    if up == "bilinear":
+        source = torch_model
+        torch_model = specgraph.compile(specgraph.plan({**SPEC, "resample": {**SPEC["resample"], "up": up}}, None,
+                                                       (64, 96)), backend="torch").eval()
+        torch_model.load_state_dict(source.state_dict())
     path = specgraph_torch.to_onnx(torch_model, tmp_path / "decoder.onnx", torch.randn(1, 3, 64, 96))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.randn(2, 3, *OTHER)

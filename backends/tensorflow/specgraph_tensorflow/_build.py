@@ -81,9 +81,7 @@ class _Builder:
         if isinstance(op, MaxPool):
             return tf_keras.layers.MaxPool2D(op.kernel, op.stride, padding="same", name=name)(x)
         if isinstance(op, Upsample):
-            if op.mode != "nearest":
-                raise BackendError(f"{key}: upsample mode {op.mode!r} is not supported")
-            return UpsampleLayer(op.factor, level, name=name)([x, image])
+            return UpsampleLayer(op.factor, level, op.mode, name=name)([x, image])
         raise BackendError(f"{key}: unknown op {op!r}")
 
     def edge(self, edge: Edge, index: int, x: tf.Tensor, image: tf.Tensor) -> tf.Tensor:

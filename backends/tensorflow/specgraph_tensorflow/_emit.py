@@ -137,9 +137,7 @@ def _op(op: Op, name: str, level: int, resample: bool) -> str:
     if isinstance(op, MaxPool):
         return f"tf_keras.layers.MaxPool2D({op.kernel!r}, {op.stride!r}, padding=\"same\", name={name!r})"
     if isinstance(op, Upsample):
-        if op.mode != "nearest":
-            raise BackendError(f"{name}: upsample mode {op.mode!r} is not supported")
-        return f"Upsample({op.factor!r}, {level!r}, name={name!r})"
+        return f"Upsample({op.factor!r}, {level!r}, {op.mode!r}, name={name!r})"
     raise BackendError(f"{name}: cannot emit op {type(op).__name__}")
 
 

@@ -255,19 +255,26 @@ class SqueezeExcite(tf_keras.layers.Layer):
 
 
 class Upsample(tf_keras.layers.Layer):
-    """Repeat each pixel ``factor x factor``, crop to ``ceil(image / 2**level)``.
+    """``nearest``: repeat each pixel ``factor x factor``, crop to ``ceil(image / 2**level)``; ``bilinear``: resize
+    to that size (``tf.image.resize``, half-pixel centres).
 
     Called on ``[x, image]``: the crop size comes from the image at run time, so one
     model serves every input size (at sizes divisible by ``2**max_level`` the crop is a no-op).
     """
 
-    def __init__(self, factor: int, level: int, **kwargs: Any) -> None:
+    def __init__(self, factor: int, level: int, mode: str = "nearest", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.factor, self.level = factor, level
+        if mode not in ("nearest", "bilinear"):
+            raise ValueError(f"unknown upsampling mode {mode!r}; known: nearest, bilinear")
+        self.factor, self.level, self.mode = factor, level, mode
 
     @no_autograph
     def call(self, inputs: list[tf.Tensor], training: Any = None) -> tf.Tensor:
         x, image = inputs
+        if self.mode == "bilinear":
+            step = 2**self.level
+            size = [(tf.shape(image)[1] + step - 1) // step, (tf.shape(image)[2] + step - 1) // step]
+            return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
         f = self.factor
         n, h, w, c = (dim(x, i) for i in range(4))
         y = tf.reshape(x, [n, h, 1, w, 1, c])
@@ -286,7 +293,9 @@ class Upsample(tf_keras.layers.Layer):
         step = 2**self.level
 
         def size(n: int | None, limit: int | None) -> int | None:
-            # The crop: ceil(image / 2**level), never more than the repeated size.
+            # The crop: ceil(image / 2**level), never more than the repeated size (a resize: exactly it).
+            if self.mode == "bilinear":
+                return None if n is None else -(-n // step)
             if n is None or limit is None:
                 return None  # a crop of an unknown size, as tracing would infer
             return min(-(-n // step), limit * self.factor)
@@ -294,7 +303,7 @@ class Upsample(tf_keras.layers.Layer):
         return tf.TensorShape([x[0], size(image[1], x[1]), size(image[2], x[2]), x[3]])
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "factor": self.factor, "level": self.level}
+        return {**super().get_config(), "factor": self.factor, "level": self.level, "mode": self.mode}
 
 
 FUSION_METHODS = ("sum", "weighted", "weighted_channel", "softmax", "attention", "concat")

@@ -109,7 +109,8 @@ def _op(op: Op, level: int, resample: bool) -> tuple[str, int]:
         return f"MaxPoolSame({op.kernel!r}, {op.stride!r})", level + op.level_step
     if isinstance(op, Upsample):
         level += op.level_step
-        return f"UpsampleNearest({op.factor!r}, {level!r})", level
+        kind = "UpsampleBilinear" if op.mode == "bilinear" else "UpsampleNearest"
+        return f"{kind}({op.factor!r}, {level!r})", level
     raise BackendError(f"cannot emit op {type(op).__name__}")
 
 

@@ -33,6 +33,7 @@ from torch import nn
 from specgraph import BackendError
 
 from ._layers import (
+    UPSAMPLES,
     BlockNode,
     BlockUnit,
     ConvNormAct,
@@ -297,7 +298,7 @@ class _Chain(nn.Module):
                 add_is_scratch: bool = False) -> torch.Tensor:
         last = len(self.ops) - 1
         for i, op in enumerate(self.ops):
-            if isinstance(op, UpsampleNearest):
+            if isinstance(op, UPSAMPLES):
                 x = op.forward(x, image_hw)
             elif i == last and add is not None:
                 x = op.forward(x, add, add_is_scratch=add_is_scratch)
@@ -526,7 +527,7 @@ class InferenceNet(nn.Module):
                 continue
             elif isinstance(op, MaxPoolSame):
                 ops.append(_MaxPool(op.kernel, op.stride))
-            elif isinstance(op, UpsampleNearest):
+            elif isinstance(op, UPSAMPLES):
                 ops.append(op)  # parameter-free: the source's module serves as is
             else:
                 raise BackendError(f"InferenceNet cannot lower a {type(op).__name__} op")

@@ -32,6 +32,8 @@ __all__ = [
     "SeparableConvNormAct",
     "SqueezeExcite",
     "StochasticDepth",
+    "UPSAMPLES",
+    "UpsampleBilinear",
     "UpsampleNearest",
     "fuse_inputs",
     "init_glorot_uniform",
@@ -212,6 +214,26 @@ class UpsampleNearest(nn.Module):
         return f"factor={self.factor}, level={self.level}"
 
 
+class UpsampleBilinear(nn.Module):
+    """``Upsample`` op, ``mode="bilinear"``: resize to ``ceil(image / 2**level)`` bilinearly, half-pixel centres
+    (TF2's ``tf.image.resize``). ``factor`` is the plan's, for reading only: the size comes from the image."""
+
+    def __init__(self, factor: int, level: int) -> None:
+        super().__init__()
+        self.factor, self.level = factor, level
+
+    def forward(self, x: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+        size = (level_size(image_hw[0], self.level), level_size(image_hw[1], self.level))
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}, level={self.level}"
+
+
+# The ops that need the image size (their output size is the level's).
+UPSAMPLES = (UpsampleNearest, UpsampleBilinear)
+
+
 class OpChain(nn.Module):
     """A sequence of plan ops; upsampling needs the image size to crop, so it is passed along."""
 
@@ -221,7 +243,7 @@ class OpChain(nn.Module):
 
     def forward(self, x: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
         for op in self.ops:
-            x = op(x, image_hw) if isinstance(op, UpsampleNearest) else op(x)
+            x = op(x, image_hw) if isinstance(op, UPSAMPLES) else op(x)
         return x
 
 
@@ -400,5 +422,5 @@ class BlockNode(nn.Module):
         x = fuse_inputs(xs, self.fusion_weights if self.weighted else None, self.fusion)
         x = self.units(self.fusion_act(x))
         for op in self.ops:
-            x = op(x, image_hw) if isinstance(op, UpsampleNearest) else op(x)
+            x = op(x, image_hw) if isinstance(op, UPSAMPLES) else op(x)
         return x

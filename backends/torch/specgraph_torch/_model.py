@@ -39,7 +39,15 @@ from specgraph.backend_api import (
 )
 
 from ._blocks import make_unit
-from ._layers import BlockNode, ConvNormAct, MaxPoolSame, OpChain, SeparableConvNormAct, UpsampleNearest
+from ._layers import (
+    BlockNode,
+    ConvNormAct,
+    MaxPoolSame,
+    OpChain,
+    SeparableConvNormAct,
+    UpsampleBilinear,
+    UpsampleNearest,
+)
 from ._ops import make_activation, make_norm
 
 __all__ = ["OPTIONS", "Feature", "FeatureInfo", "FrozenBatchNorm2d", "ShapeSpec", "SpecgraphModel", "compile"]
@@ -170,7 +178,7 @@ class SpecgraphModel(nn.Module):
                 expected = tuple(-(-s // 2**level) for s in self.plan.input_size)
                 if expected != tuple(op.size):
                     raise BackendError(f"{where}: upsample output {op.size} is not the input size / 2**{level}")
-                modules.append(UpsampleNearest(op.factor, level))
+                modules.append((UpsampleBilinear if op.mode == "bilinear" else UpsampleNearest)(op.factor, level))
         return modules
 
     def _build_node(self, node: Node) -> nn.Module:
