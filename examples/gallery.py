@@ -31,8 +31,16 @@ def pages() -> dict[str, str]:
         "`tests/test_gallery.py` checks it is current.",
         "",
     ]
-    for name in specgraph.builtin_specs():
-        spec = specgraph.load(name)
+    specs = {name: specgraph.load(name) for name in specgraph.builtin_specs()}
+    for name, spec in specs.items():
+        if spec.stem is None:  # a decoder: planned (and drawn) in the compositions that use it
+            users = [other for other, s in specs.items() if name in s.parts]
+            lines += [f"## `{name}`", "", spec.description, "",
+                      "A decoder: it declares its inputs (" + ", ".join(
+                          f"`{i.name}` level {i.level}" for i in spec.inputs) + ") and is planned in a "
+                      "composition; variants " + ", ".join(f"`{v}`" for v in spec.variants) + ". Composed in: "
+                      + ", ".join(f"[`{u}`](#{u})" for u in users) + ".", ""]
+            continue
         default = spec.default_variant or next(iter(spec.variants))
         drawing = f"docs/gallery/{name}.svg"
         out[drawing] = specgraph.render_svg(specgraph.plan(spec, default, SIZE))

@@ -88,6 +88,7 @@ class _Builder:
     def __init__(self, spec: Spec, repeats: dict[str, int]) -> None:
         self.spec = spec
         self.repeats = repeats
+        self.last: dict[str, str] = {}  # ``<cell>/<block>`` -> the node of its last repetition
         self.width_checked: set[str] = set()  # a cell's block is added once per repetition; reported once
         self.source = spec._source
         self.problems: list[Problem] = []
@@ -109,6 +110,7 @@ class _Builder:
         self._add_stem(dag)
         self._add_body(dag)
         self._add_cells(dag)
+        self._add_body_inputs(dag)
         self.raise_if_failed()
         order = self._order(dag)
         self.raise_if_failed()
@@ -124,6 +126,9 @@ class _Builder:
             self.fail(format_path(loc), f"required field is missing: {why}")
         if spec.default_variant is not None and spec.default_variant not in spec.variants:
             self.fail("default_variant", f"no variant {spec.default_variant!r}; known: {', '.join(spec.variants)}")
+        for k, part in enumerate(spec.parts):
+            if part in spec.parts[:k]:
+                self.fail(f"parts[{k}]", f"part {part!r} is listed twice; each part once")
         if spec.endpoints.min_level > spec.endpoints.max_level:
             self.fail("endpoints.min_level", f"min_level {spec.endpoints.min_level} is above max_level "
                       f"{spec.endpoints.max_level}")
@@ -134,8 +139,21 @@ class _Builder:
             own = " or give the block `filters`" if path.startswith("blocks[") else ""
             self.fail(f"{path}.level", f"level {level} has no base filters; add it to [filters]{own} (levels: {known})")
 
+    def part_of(self, part: str | None) -> str | None:
+        """The part a block is in: its own ``part``, else the last one (None in a spec of one part)."""
+        return part if part is not None else (self.spec.parts[-1] if self.spec.parts else None)
+
+    def _add_inputs_declared(self, dag: nx.DiGraph) -> None:
+        for i, given in enumerate(self.spec.inputs):
+            self._add_node(dag, given.name, f"inputs[{i}]", kind="input", index=i, level=given.level, type=None,
+                           output=False, repeats=None, filters=given.filters, part=self.part_of(None))
+
     def _add_stem(self, dag: nx.DiGraph) -> None:
         stem = self.spec.stem
+        if stem is None:
+            self._add_inputs_declared(dag)
+            return
+        first = self.spec.parts[0] if self.spec.parts else None
         level = (stem.conv.stride == 2) + (stem.pool is not None and stem.pool.stride == 2)
         previous = None
         for i, block in enumerate(stem.blocks):
@@ -146,7 +164,7 @@ class _Builder:
                           f"(a stride-2 block); got {block.level}")
             level = block.level
             self._add_node(dag, block.name, path, kind="stem", index=i, level=block.level, type=block.type,
-                           output=block.output, repeats=block.repeats)
+                           output=block.output, repeats=block.repeats, part=first)
             if previous is not None:
                 dag.add_edge(previous, block.name, kind="input", slot=0)
             previous = block.name
@@ -161,7 +179,12 @@ class _Builder:
             return
         dag.add_node(name, path=path, **attrs)
 
-    def _add_block(self, dag: nx.DiGraph, block: Block, name: str, path: str, index: int, output: bool) -> None:
+    def _add_block(self, dag: nx.DiGraph, block: Block, name: str, path: str, index: int, output: bool,
+                   part: str | None = None) -> None:
+        part = block.part or part
+        if part is not None and part not in self.spec.parts:
+            where = f"{path}.part" if block.part else f"{path.rsplit('.blocks[', 1)[0]}.part"
+            self.fail(where, f"no part {part!r}; the spec's `parts`: {', '.join(self.spec.parts) or 'none'}")
         if block.filters is None and _needs_width(block):
             self._check_level(path, block.level)
         if isinstance(block.filters, str):
@@ -173,7 +196,7 @@ class _Builder:
         ops = tuple(block.ops) if block.ops is not None else None
         self._add_node(dag, name, path, kind="block", index=index, level=block.level, type=block.type,
                        output=output, repeats=block.repeats, ops=ops, filters=block.filters,
-                       fusion=block.fusion or self.spec.fusion.method)
+                       fusion=block.fusion or self.spec.fusion.method, part=self.part_of(part))
         method = block.fusion or self.spec.fusion.method
         where = f"{path}.fusion" if block.fusion else f"{path}.inputs"
         if len(block.inputs) < FUSIONS[method].min_inputs:
@@ -203,12 +226,20 @@ class _Builder:
                 dag.add_edge(ref, name, kind="input", slot=j)
 
     def _add_body(self, dag: nx.DiGraph) -> None:
-        blocks = self.spec.blocks
-        for i, block in enumerate(blocks):
+        for i, block in enumerate(self.spec.blocks):
             self._add_block(dag, block, block.name, f"blocks[{i}]", i, block.output)
-        known = list(dag.nodes)
-        for i, block in enumerate(blocks):
-            self._add_inputs(dag, block.name, f"blocks[{i}]", [(ref, ref) for ref in block.inputs], known)
+
+    def _add_body_inputs(self, dag: nx.DiGraph) -> None:
+        """The body blocks' edges, once the cells are in: a block may read a cell's last repetition of one of its
+        blocks as ``<cell>/<block>`` (how a composition feeds a decoder from a backbone that ends in a cell)."""
+        known = [n for n in dag.nodes if not dag.nodes[n]["path"].startswith("cells[")] + list(self.last)
+        for i, block in enumerate(self.spec.blocks):
+            refs = [(self._resolve(dag, ref), ref) for ref in block.inputs]
+            self._add_inputs(dag, block.name, f"blocks[{i}]", refs, known)
+
+    def _resolve(self, dag: nx.DiGraph, ref: str) -> str:
+        """The node ``ref`` names: a node, or ``<cell>/<block>`` for that block's last repetition."""
+        return ref if ref in dag else self.last.get(ref, ref)
 
     def _add_cells(self, dag: nx.DiGraph) -> None:
         """Each cell's blocks once per repetition (``cell_node`` names); a repetition's cell inputs are the previous
@@ -218,7 +249,7 @@ class _Builder:
             where = f"cells[{c}]"
             before = len(self.problems)
             own = [block.name for block in cell.blocks]
-            known = list(dag.nodes)
+            known = list(dag.nodes) + list(self.last)
             if cell.name in dag:
                 self.fail(f"{where}.name", f"{cell.name!r} is also a block's name; a cell needs its own")
             if len(cell.inputs) != len(cell.outputs):
@@ -227,7 +258,7 @@ class _Builder:
             for k, ref in enumerate(cell.inputs):
                 if ref in own:
                     self.fail(f"{where}.inputs[{k}]", f"{ref!r} is a block of the cell; its inputs come from outside")
-                elif ref not in dag:
+                elif self._resolve(dag, ref) not in dag:
                     self.fail(f"{where}.inputs[{k}]", _no_block(ref, known))
             for k, ref in enumerate(cell.outputs):
                 if ref not in own:
@@ -241,7 +272,7 @@ class _Builder:
             for r in range(1, count + 1):
                 for j, block in enumerate(cell.blocks):
                     self._add_block(dag, block, cell_node(cell.name, r, block.name), f"{where}.blocks[{j}]", index,
-                                    block.output and r == count)
+                                    block.output and r == count, cell.part)
                     index += 1
                 for j, block in enumerate(cell.blocks):
                     refs = []
@@ -252,17 +283,19 @@ class _Builder:
                             out = cell.outputs[cell.inputs.index(ref)]
                             refs.append((cell_node(cell.name, r - 1, out), ref))
                         else:
-                            refs.append((ref, ref))
+                            refs.append((self._resolve(dag, ref), ref))
                     self._add_inputs(dag, cell_node(cell.name, r, block.name), f"{where}.blocks[{j}]", refs,
                                      known + own)
             self._check_cell_levels(dag, c, cell)
+            self.last.update({f"{cell.name}/{b.name}": cell_node(cell.name, count, b.name) for b in cell.blocks})
 
     def _check_cell_levels(self, dag: nx.DiGraph, c: int, cell: Cell) -> None:
         for k, (ref, out) in enumerate(zip(cell.inputs, cell.outputs, strict=False)):
             level = dag.nodes[cell_node(cell.name, 1, out)]["level"]
-            if dag.nodes[ref]["level"] != level:
+            given = dag.nodes[self._resolve(dag, ref)]["level"]
+            if given != level:
                 self.fail(f"cells[{c}].outputs[{k}]", f"{out!r} is at level {level}, the input it replaces in the "
-                          f"next repetition ({ref!r}) at level {dag.nodes[ref]['level']}; they must match")
+                          f"next repetition ({ref!r}) at level {given}; they must match")
 
     def _check_op_levels(self, path: str, block: Block) -> None:
         """An op block's strided ops move its level on from where its inputs are fused: that level must exist."""
@@ -286,18 +319,21 @@ class _Builder:
         return tuple(nx.lexicographical_topological_sort(dag, key=rank.__getitem__))
 
     def _check_outputs(self, dag: nx.DiGraph) -> None:
-        owner: dict[int, str] = {}
+        """One output block per level in each part; the last part's give the endpoints."""
+        owners: dict[str | None, dict[int, str]] = {}
         marked = sorted(dag.nodes, key=lambda n: (dag.nodes[n]["kind"] == "block", dag.nodes[n]["index"]))
         for name in marked:
             node = dag.nodes[name]
             if not node["output"]:
                 continue
+            owner = owners.setdefault(node["part"], {})
             if node["level"] in owner:
                 first = owner[node["level"]]
                 self.fail(f"{node['path']}.output", f"level {node['level']} already has output block {first!r} "
                           f"({dag.nodes[first]['path']}); one output per level")
             else:
                 owner[node["level"]] = name
+        owner = owners.get(self.part_of(None), {})
         lo, hi = self.spec.endpoints.min_level, self.spec.endpoints.max_level
         for level in range(lo, hi + 1):
             if level not in owner:
@@ -316,12 +352,17 @@ class _Builder:
                     self.fail(f"{path}.repeats.{block}", _no_block(block, [*dag, *cells]))
                 elif block in cells and count > 32:
                     self.fail(f"{path}.repeats.{block}", f"a cell repeats 1 to 32 times, not {count}")
+            if isinstance(variant.separable, list):
+                for k, part in enumerate(variant.separable):
+                    if part not in spec.parts:
+                        self.fail(f"{path}.separable[{k}]", f"no part {part!r}; the spec's `parts`: "
+                                  f"{', '.join(spec.parts) or 'none'} (or `separable = true` for every op block)")
             scale = variant.filter_size_scale
             for level in sorted(levels & set(spec.filters)):
                 if int(spec.filters[level] * scale) < 1:
                     self.fail(f"{path}.filter_size_scale", f"level {level} gets int({spec.filters[level]} * {scale})"
                               " = 0 filters; raise the scale or the level's base filters")
-            if spec.stem.conv.scale_filters and int(spec.stem.conv.filters * scale) < 1:
+            if spec.stem is not None and spec.stem.conv.scale_filters and int(spec.stem.conv.filters * scale) < 1:
                 self.fail(f"{path}.filter_size_scale", "the stem conv gets 0 filters; raise the scale")
             if spec.resample.squeeze:
                 for level in sorted(levels & set(spec.filters)):
@@ -348,7 +389,8 @@ class _Builder:
                     slot = dag.in_degree(name)
                     for earlier in done:
                         other = dag.nodes[earlier]
-                        if (consumers[earlier] == 0 and other["type"] is not None and other["level"] == node["level"]
+                        if (consumers[earlier] == 0 and other["type"] is not None and other["part"] == node["part"]
+                                and other["level"] == node["level"]
                                 and expansion(other["type"]) == expansion(node["type"])):
                             extra.append(earlier)
                             consumers[earlier] += 1

@@ -24,6 +24,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 from pydantic import ValidationError
 
+from ._compose import compose, is_composition
 from ._errors import ArgumentError, Problem, SpecSyntaxError, SpecValidationError
 from ._schema import Spec, missing_fields
 from ._text import brief, format_path, visible
@@ -422,7 +423,7 @@ def builtin_specs() -> list[str]:
 # ---------------------------------------------------------------- validation
 
 
-def _describe(error: dict, source: Source) -> Problem:
+def _describe(error: dict, source: Source, model: Any = None) -> Problem:
     loc = tuple(error["loc"])
     kind = error["type"]
     # Pydantic appends the validator name for tagged/after checks; drop function names.
@@ -432,7 +433,7 @@ def _describe(error: dict, source: Source) -> Problem:
     path = format_path(loc)
     if kind == "extra_forbidden":
         parent = loc[:-1]
-        allowed = _allowed_fields(parent)
+        allowed = _allowed_fields(parent, model)
         guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f"; did you mean {guess[0]!r}?" if guess else ""
         msg = f"unknown field {brief(str(loc[-1]))}{hint} (allowed: {', '.join(allowed)})"
@@ -447,10 +448,10 @@ def _describe(error: dict, source: Source) -> Problem:
     return source.problem(path, f"the key: {msg}" if key else msg)
 
 
-def _allowed_fields(loc: tuple) -> list[str]:
+def _allowed_fields(loc: tuple, model: Any = None) -> list[str]:
     from . import _schema
 
-    model: Any = _schema.Spec
+    model = model or _schema.Spec
     for part in loc:
         if isinstance(part, int) or model is None:
             continue
@@ -482,6 +483,8 @@ def validate_data(data: Mapping[str, Any], source: Source | None = None, *, limi
     if source is None:  # plain data from the API: the caps files are held to apply too
         source = Source()
         _check_values(data, source, limits)
+    if is_composition(data):  # a backbone and decoders: their specs joined into one
+        data = compose(dict(data), source, _describe, limits)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:

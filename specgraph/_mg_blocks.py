@@ -121,8 +121,9 @@ def modelgarden_plan(plan: Plan) -> Plan:
 # How each built-in decoder spec's Model Garden decoder names its layers: ``named`` (FPN: after the spec's op
 # blocks, ``lateral_3``, ``post_hoc_3``, ``coarser_6``, ``norm_3``) or ``created`` (NAS-FPN: Keras's per-class
 # names, ``conv2d_7``, ``batch_normalization_12``, ``separable_conv2d_3``, in the order it creates them, which is
-# the plan's order of op blocks, each one's input projections, then its ops). Other specs: ``named``.
-MODELGARDEN_DECODERS: dict[str, str] = {"resnet_fpn": "named", "resnet_nasfpn": "created"}
+# the plan's order of op blocks, each one's input projections, then its ops). Keyed by the decoder's spec name: the
+# part its op blocks are in, in any composition (a flat spec: its own name). Other specs: ``named``.
+MODELGARDEN_DECODERS: dict[str, str] = {"fpn": "named", "nasfpn": "created"}
 
 # Keras's variables (our weight roles too) of each weighted decoder layer kind, in Keras's order.
 _NORM_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
@@ -168,7 +169,8 @@ def modelgarden_decoder_variables(plan: Plan) -> list[DecoderVariable]:
     """Every Model Garden decoder variable of the plan's op blocks, in creation order (see ``MODELGARDEN_DECODERS``).
 
     A :class:`WeightsError` for op blocks a named decoder has no layer for (a block with two weighted layers)."""
-    naming = MODELGARDEN_DECODERS.get(plan.spec_name, "named")
+    part = next((node.part for node in plan.nodes if is_op_block(node)), None)
+    naming = MODELGARDEN_DECODERS.get(part or plan.spec_name, "named")
     out: list[DecoderVariable] = []
     counts: dict[str, int] = {}
     problems = []

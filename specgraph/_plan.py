@@ -319,6 +319,7 @@ class Node:
     drop_fraction: float | None = None  # stochastic depth rate = drop_rate * drop_fraction
     output_level: int | None = None
     spec_path: str = ""
+    part: str | None = None  # the part of a composed network it is in (a spec's name); None: a spec of one part
 
     @property
     def fused_level(self) -> int:
@@ -586,6 +587,9 @@ class Plan:
         """A stable content hash (sha256 of the canonical JSON of the plan, ``pruned_nodes`` left out)."""
         data = asdict(self)
         del data["pruned_nodes"]  # not part of the network built; leaving them out keeps every hash as it was
+        for node in data["nodes"]:
+            if node["part"] is None:  # likewise for plans of one part
+                del node["part"]
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 

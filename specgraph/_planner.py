@@ -124,6 +124,9 @@ def plan(
     if isinstance(input_channels, bool) or not isinstance(input_channels, int):
         raise ArgumentError(f"input_channels: expected an integer, got {brief(input_channels)}")
     graph = build_graph(spec)
+    if spec.stem is None:
+        raise PlanError(f"spec {spec.name!r} is a decoder (it declares `inputs`, no stem): plan it in a composition "
+                        f"with a backbone (a spec file of `backbone = \"resnet\"`, `decoders = [\"{spec.name}\"]`)")
     name, var = spec.variant(variant)
     if spec.cells:  # a variant may repeat the cells another number of times
         graph = build_graph(spec, cell_repeats(spec, var))
@@ -155,6 +158,14 @@ class _Planner:
         self.lo, self.hi = levels[0], levels[-1]
         self.nodes: dict[str, Node] = {}
 
+    def _is_output(self, attrs: dict) -> bool:
+        """An output block of the last part (a composition's earlier parts' outputs feed the next part)."""
+        return attrs["output"] and attrs["part"] == (self.spec.parts[-1] if self.spec.parts else None)
+
+    def _separable(self, attrs: dict) -> bool:
+        chosen = self.variant.separable
+        return chosen is True or (isinstance(chosen, list) and attrs["part"] in chosen)
+
     def filters(self, level: int) -> int:
         return int(self.spec.filters[level] * self.variant.filter_size_scale)
 
@@ -168,7 +179,7 @@ class _Planner:
 
     def run(self) -> Plan:
         spec, dag = self.spec, self.graph.dag
-        outputs = {dag.nodes[n]["level"]: n for n in self.graph.order if dag.nodes[n]["output"]}
+        outputs = {dag.nodes[n]["level"]: n for n in self.graph.order if self._is_output(dag.nodes[n])}
         missing = [lvl for lvl in self.levels if lvl not in outputs]
         if missing:
             have = ", ".join(str(lvl) for lvl in sorted(outputs)) or "none"
@@ -177,13 +188,19 @@ class _Planner:
             raise PlanError(f"endpoints: levels {asked} requested, but no output block at level "
                             f"{', '.join(map(str, missing))} (output levels: {have})")
         self._stem()
-        body = [n for n in self.graph.order if dag.nodes[n]["kind"] == "block"]
+        # Stochastic depth grows over a part's blocks up to its last block group (Model Garden's SpineNet: over all
+        # of them): the op blocks after it (a composition's endpoint convs, a decoder) leave its rates as they are.
+        body: dict[str | None, int] = {}
+        for n in self.graph.order:
+            if dag.nodes[n]["kind"] == "block" and dag.nodes[n]["type"] is not None:
+                part = dag.nodes[n]["part"]
+                body[part] = max(body.get(part, 0), dag.nodes[n]["index"] + 1)
         for name in self.graph.order:
             attrs = dag.nodes[name]
             if attrs["kind"] == "stem":
                 self._stem_block(name, attrs)
             else:
-                self._block(name, attrs, len(body))
+                self._block(name, attrs, body.get(attrs["part"], 1))
         # A level selection also plans the endpoints it skips when min..max has them all: Model Garden's
         # weights for it are those of that whole network (Plan.contiguous() rebuilds it from the plan).
         whole = tuple(range(self.lo, self.hi + 1))
@@ -225,7 +242,7 @@ class _Planner:
             level += stem.pool.stride == 2
             ops.append(MaxPool(stem.pool.kernel, stem.pool.stride, channels, _size_at(self.size, level)))
         self.nodes["stem"] = Node("stem", "stem", level, _size_at(self.size, level), channels, ops=tuple(ops),
-                                  spec_path="stem")
+                                  spec_path="stem", part=self.spec.parts[0] if self.spec.parts else None)
 
     def _units(self, block_type: str, in_channels: int, level: int, in_level: int,
                repeats: int) -> tuple[Unit, ...]:
@@ -262,7 +279,7 @@ class _Planner:
         edge = Edge(previous.name, name, "chain", (), previous.level, level)
         self.nodes[name] = Node(name, "stem_block", level, units[-1].size, units[-1].out_channels, (edge,),
                                 block_type=attrs["type"], units=units, spec_path=attrs["path"],
-                                output_level=level if attrs["output"] else None)
+                                output_level=level if self._is_output(attrs) else None, part=attrs["part"])
 
     def _block(self, name: str, attrs: dict, body_count: int) -> None:
         if attrs["ops"] is not None:
@@ -281,7 +298,7 @@ class _Planner:
             name, "block", level, _size_at(self.size, level), channels, tuple(edges),
             block_type=block_type, units=units, fusion=attrs["fusion"],
             fusion_activation=spec.fusion.activation, drop_fraction=(attrs["index"] + 1) / body_count,
-            output_level=level if attrs["output"] else None, spec_path=attrs["path"],
+            output_level=level if self._is_output(attrs) else None, part=attrs["part"], spec_path=attrs["path"],
         )
 
     def _op_block(self, name: str, attrs: dict) -> None:
@@ -325,7 +342,7 @@ class _Planner:
             at = _size_at(self.size, level)
             stride = 2**step
             if op.op in ("conv", "separable_conv"):
-                kind = Conv if op.op == "conv" and not self.variant.separable else SeparableConv
+                kind = Conv if op.op == "conv" and not self._separable(attrs) else SeparableConv
                 node_ops.append(kind(c, width, op.kernel or 3, stride, at, norm=False, activation=False,
                                      bias=bool(op.bias)))
                 c = width
@@ -339,7 +356,7 @@ class _Planner:
         self.nodes[name] = Node(
             name, "block", level, _size_at(self.size, level), c, tuple(edges), ops=tuple(node_ops),
             fusion=attrs["fusion"], fusion_activation=False,
-            output_level=level if attrs["output"] else None, spec_path=attrs["path"])
+            output_level=level if self._is_output(attrs) else None, part=attrs["part"], spec_path=attrs["path"])
 
     def _resample(self, parent: Node, level: int, channels: int) -> tuple[Op, ...]:
         policy = self.spec.resample

@@ -209,10 +209,16 @@ class _Layout:
 
 
 def _decoder_columns(plan: Plan, col: dict[str, int]) -> tuple[int, int] | None:
-    """The columns of the decoder: the op blocks, when they all come after every other block (a backbone then
-    its decoder); None otherwise."""
-    ops = [col[n.name] for n in plan.nodes if _is_op_block(n)]
-    rest = [col[n.name] for n in plan.nodes if n.kind != "endpoint" and not _is_op_block(n)]
+    """The columns of the decoder: a composition's parts after the backbone, else the op blocks; when they all come
+    after every other node (a backbone then its decoder); None otherwise."""
+    first = plan.nodes[0].part if plan.nodes else None
+    if first is not None:
+        def in_decoder(n: Node) -> bool:
+            return n.part != first
+    else:
+        in_decoder = _is_op_block
+    ops = [col[n.name] for n in plan.nodes if n.kind != "endpoint" and in_decoder(n)]
+    rest = [col[n.name] for n in plan.nodes if n.kind != "endpoint" and not in_decoder(n)]
     if not ops or not rest or min(ops) <= max(rest):
         return None
     return min(ops), max(ops)
@@ -315,9 +321,13 @@ class _Layouter:
             return None
         x0, x1 = col_x[span[0]] - 10, col_x[span[1]] + nw + 6
         y0, y1 = channel_top[0] - 2, channel_top[-1] + 4
+        # A composition names its parts: the backbone's spec, then the decoders'.
+        parts = list(dict.fromkeys(n.part for n in self.plan.nodes if n.part is not None))
+        decoder = " + ".join(parts[1:]) if len(parts) > 1 else "decoder"
+        backbone = parts[0] if parts else "backbone"
         return {"x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0,
-                "t": _Text(x1 - 4, y0 + 10, "decoder", FONT, anchor="end", fill="#00897b", cls="part"),
-                "b": _Text(x0 - 6, y0 + 10, "backbone", FONT, anchor="end", fill="#607d8b", cls="part")}
+                "t": _Text(x1 - 4, y0 + 10, decoder, FONT, anchor="end", fill="#00897b", cls="part"),
+                "b": _Text(x0 - 6, y0 + 10, backbone, FONT, anchor="end", fill="#607d8b", cls="part")}
 
     def build(self) -> _Layout:
         plan = self.plan

@@ -36,6 +36,7 @@ __all__ = [
     "BlockOp",
     "Cell",
     "Endpoints",
+    "ExternalInput",
     "Fusion",
     "Norm",
     "Resample",
@@ -72,6 +73,18 @@ def _exact_int(value: object) -> object:
     if isinstance(value, bool | float):
         raise ValueError(f"expected an integer, not a {type(value).__name__}")
     return value
+
+
+def _separable(value: object) -> object:
+    # One message for the union (pydantic would report each member's failure at a path of its own).
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list) and len(value) <= 8 and all(isinstance(v, str) for v in value):
+        for v in value:
+            _check_name(v)
+        return value
+    raise ValueError("Input should be a valid boolean (every op block), or a list of at most 8 part names "
+                     "(their op blocks)")
 
 
 def _level_key(value: object) -> object:
@@ -185,6 +198,8 @@ class Block(_Model):
     # default: [filters] of its level, scaled.
     filters: Channels | Name | None = None
     fusion: FusionMethod | None = None  # default: [fusion] method
+    # The part of a composed network the block belongs to (a name in the spec's `parts`); default: the last part.
+    part: Name | None = None
 
     @model_validator(mode="after")
     def _type_or_ops(self) -> Block:
@@ -209,6 +224,18 @@ class Cell(_Model):
     inputs: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=16)]
     outputs: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=16)]
     blocks: Annotated[list[Block], Field(min_length=1, max_length=256)]
+    part: Name | None = None  # as a block's `part`
+
+
+class ExternalInput(_Model):
+    """A feature map a decoder takes from outside (a backbone's endpoint of ``level``), declared by a decoder spec.
+
+    In a composition the backbone's endpoint of that level takes its place, whatever its channels; ``filters``
+    are the channels the decoder expects when it is used alone."""
+
+    name: Name
+    level: Level
+    filters: Channels
 
 
 class Resample(_Model):
@@ -268,8 +295,9 @@ class Variant(_Model):
     # Units per named block group, over the block's own ``repeats`` and ``block_repeats``: how
     # ResNet-101 differs from ResNet-50 (``{ res4 = 23 }``).
     repeats: Annotated[dict[Name, Repeats], Field(max_length=1024)] | None = None
-    # Every `conv` op of the op blocks is a separable conv (Model Garden's use_separable_conv).
-    separable: Flag = False
+    # Every `conv` op of the op blocks is a separable conv (Model Garden's use_separable_conv); a list of part
+    # names: those parts' op blocks only (a composition's separable decoder on a backbone with plain endpoint convs).
+    separable: Annotated[bool | list[str], BeforeValidator(_separable)] = False
     # Named widths that blocks use as `filters = "<name>"` (a decoder's width per variant: BiFPN's 64..160).
     widths: Annotated[dict[Name, Channels], Field(max_length=64)] | None = None
 
@@ -281,8 +309,11 @@ class Spec(_Model):
     description: Annotated[str, Field(max_length=MAX_TEXT)] = ""
     activation: str = "relu"
     default_variant: Annotated[str, Field(max_length=64)] | None = None
-    filters: Annotated[dict[LevelKey, Channels], Field(min_length=1)]
-    stem: Stem
+    # Needed with a stem; a decoder (declared `inputs`) gives its blocks' widths as their own `filters`.
+    filters: dict[LevelKey, Channels] = {}
+    stem: Stem | None = None  # a network starts with a stem; a decoder declares its `inputs` instead
+    # A decoder's feature maps from outside; a composition (`backbone`, `decoders`) feeds a backbone's endpoints in.
+    inputs: Annotated[list[ExternalInput], Field(max_length=16)] = []
     resample: Resample = Resample()
     fusion: Fusion = Fusion()
     norm: Norm = Norm()
@@ -291,6 +322,9 @@ class Spec(_Model):
     # Empty for a backbone that is only a stem chain (ResNet).
     blocks: Annotated[list[Block], Field(max_length=1024)] = []
     cells: Annotated[list[Cell], Field(max_length=16)] = []
+    # A composed network's parts in order (backbone first, then each decoder): the plan's endpoints are the last
+    # part's output blocks; each part has its own outputs. A composition file fills it in; empty: one part.
+    parts: Annotated[list[Name], Field(max_length=8)] = []
 
     _source: object = PrivateAttr(default=None)
     _graph: object = PrivateAttr(default=None)
@@ -305,9 +339,13 @@ class Spec(_Model):
     @model_validator(mode="after")
     def _fill_names(self) -> Spec:
         # Auto-names are positional, so they stay stable when a spec is dumped and reloaded.
-        stem = [b if b.name else b.model_copy(update={"name": f"stem{i + 1}"}) for i, b in enumerate(self.stem.blocks)]
+        if self.stem is not None and self.inputs:
+            raise ValueError("a spec has a `stem` (a network) or declared `inputs` (a decoder), not both")
+        if self.stem is not None:
+            stem = [b if b.name else b.model_copy(update={"name": f"stem{i + 1}"})
+                    for i, b in enumerate(self.stem.blocks)]
+            object.__setattr__(self.stem, "blocks", stem)
         body = [b if b.name else b.model_copy(update={"name": f"b{i + 1}"}) for i, b in enumerate(self.blocks)]
-        object.__setattr__(self.stem, "blocks", stem)
         object.__setattr__(self, "blocks", body)
         for cell in self.cells:
             named = [b if b.name else b.model_copy(update={"name": f"b{i + 1}"}) for i, b in enumerate(cell.blocks)]
@@ -364,7 +402,13 @@ def missing_fields(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
     The loader reports them as missing fields at their place in the file; the graph builder checks
     them too, for a ``Spec`` made in Python."""
     missing: list[tuple[tuple[str | int, ...], str]] = []
-    if not spec.blocks and not any(block.output for block in spec.stem.blocks) and not spec.cells:
+    if spec.stem is None and not spec.inputs:
+        missing.append((("stem",), "a network starts with a stem; a decoder declares its `inputs` instead "
+                                   "([[inputs]] name, level, filters)"))
+    if spec.stem is not None and not spec.filters:
+        missing.append((("filters",), "the base filters of each level the stem and blocks use ([filters] 3 = 64)"))
+    if (spec.stem is not None and not spec.blocks and not spec.cells
+            and not any(block.output for block in spec.stem.blocks)):
         missing.append((("blocks",), "at least 1 item is needed: no stem block is an output (`output = true`), "
                                      "so body blocks must give the endpoints"))
     if spec.endpoints.conv:

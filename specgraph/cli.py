@@ -99,7 +99,10 @@ def _validate(args: argparse.Namespace) -> int:
                  else f"specgraph validate: error: {exc}")
             continue
         cells = "".join(f", cell {c.name} ({len(c.blocks)} blocks x {c.repeats})" for c in spec.cells)
-        _emit_text(f"ok  {source}: {spec.name}, {len(spec.blocks)} blocks{cells}, variants "
+        kind = (f"parts {' + '.join(spec.parts)}, " if spec.parts else "") + (
+            "a decoder of inputs " + ", ".join(f"{i.name} (level {i.level})" for i in spec.inputs) + ", "
+            if spec.inputs else "")
+        _emit_text(f"ok  {source}: {spec.name}, {kind}{len(spec.blocks)} blocks{cells}, variants "
                    f"{', '.join(spec.variants)}\n")
     if failed:
         _say(f"specgraph validate: {failed} of {len(args.specs)} file(s) failed")

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 __all__ = ["ACTIVATION_REFERENCES", "CONFORMANCE_CASES", "FUSION_REFERENCES", "TYPES", "UNREADABLE_NPZ",
            "WEIGHT_CORRUPTIONS", "WEIGHT_ROUTES", "BackendConformance", "assert_weights_refused", "corrupt_weights",
-           "imported_modules", "unreadable_npz", "valid_specs"]
+           "composed_specs", "imported_modules", "unreadable_npz", "valid_specs"]
 
 TYPES = ["residual", "bottleneck", "mbconv"]
 
@@ -557,3 +557,53 @@ class BackendConformance:
         with pytest.raises(specgraph.ArgumentError) as info:
             plugin.load_structural(bad, source)
         assert info.value.problems[0].path == "model"
+
+
+@st.composite
+def composed_specs(draw: st.DrawFn) -> dict[str, Any]:
+    """A random valid composition (plain data): a random backbone (:func:`valid_specs`, its endpoints 3..7) and a
+    random decoder given inline: declared inputs at some of those levels, op blocks (random ops, widths, fusions)
+    that give levels 3..7, and half the time a repeated cell of op blocks on some of them; endpoint convs or bare
+    endpoints; its own activation, fusion default, pool kernel and separable switch."""
+    backbone = draw(valid_specs())
+    levels = sorted(draw(st.lists(st.integers(3, 7), min_size=1, max_size=3, unique=True)))
+    inputs = [{"name": f"in{lvl}", "level": lvl, "filters": draw(st.integers(4, 32))} for lvl in levels]
+    names = [i["name"] for i in inputs]
+    blocks: list[dict[str, Any]] = []
+    for level in draw(st.permutations(list(range(3, 8)))):
+        sources = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
+        fusions = [*_FUSIONS, "attention"] if len(sources) > 1 else _FUSIONS
+        block = {"name": f"d{level}", "level": level, "inputs": sources, "filters": draw(st.integers(4, 32)),
+                 "ops": draw(_block_ops(level)), "output": True}
+        if draw(st.booleans()):
+            block["fusion"] = draw(st.sampled_from(fusions))
+        blocks.append(block)
+        names.append(block["name"])
+    decoder: dict[str, Any] = {
+        "name": "decoder", "activation": draw(st.sampled_from(["relu", "swish", "relu6"])), "inputs": inputs,
+        "blocks": blocks, "resample": {"up": backbone["resample"]["up"],
+                                       "pool_kernel": draw(st.sampled_from(["stride", "stride+1"]))},
+        "fusion": {"method": draw(st.sampled_from(["sum", "weighted", "softmax"]))},
+        "endpoints": {"conv": draw(st.booleans())},
+        "variants": {"v": {"separable": draw(st.booleans())}},
+    }
+    if decoder["endpoints"]["conv"]:
+        decoder["variants"]["v"]["endpoints_num_filters"] = draw(st.integers(1, 32))
+    if draw(st.booleans()):
+        cell_levels = draw(st.lists(st.integers(3, 7), min_size=1, max_size=3, unique=True))
+        cell_blocks: list[dict[str, Any]] = []
+        for level in cell_levels:
+            sources = [f"d{level}", *draw(st.lists(st.sampled_from([b["name"] for b in cell_blocks] or
+                                                                    [f"d{level}"]), max_size=1, unique=True))]
+            sources = list(dict.fromkeys(sources))
+            fusions = [*_FUSIONS, "attention"] if len(sources) > 1 else _FUSIONS
+            cell_blocks.append({"name": f"c{level}", "level": level, "inputs": sources, "output": True,
+                                "filters": draw(st.integers(4, 32)), "ops": draw(_block_ops(level)),
+                                "fusion": draw(st.sampled_from(fusions))})
+        for block in blocks:
+            block["output"] = block["level"] not in cell_levels
+        decoder["cells"] = [{"name": "dcell", "repeats": draw(st.integers(1, 3)),
+                             "inputs": [f"d{lvl}" for lvl in cell_levels],
+                             "outputs": [f"c{lvl}" for lvl in cell_levels], "blocks": cell_blocks}]
+    return {"name": "composed", "backbone": backbone, "decoders": [decoder],
+            "variants": {"v": {"use": {"random": "v", "decoder": "v"}}}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,3 +49,36 @@ def mini_spec() -> dict[str, Any]:
 def mini() -> Callable[[], dict[str, Any]]:
     """A factory of fresh copies of the mini spec (tests mutate them)."""
     return lambda: copy.deepcopy(mini_spec())
+
+
+SPECS = Path(__file__).parents[1] / "specs"
+
+
+def _assert_bad_edit_is_located(tmp_path: Path, spec: str, edit: Callable[[str], str], path: str, words: str,
+                               variant: str, size: tuple[int, int], *, backbone: str | None = None) -> None:
+    """Edit the built-in spec file ``spec`` with ``edit``, plan it (a decoder: composed on ``backbone``) and check
+    a ``SpecgraphError`` names ``path`` in that file, at a line, with ``words`` in its message."""
+    import specgraph
+
+    text = (SPECS / f"{spec}.toml").read_text(encoding="utf-8")
+    bad = edit(text)
+    assert bad != text
+    file = tmp_path / f"{spec}.toml"
+    file.write_text(bad, encoding="utf-8")
+    planned = file
+    if backbone is not None:
+        planned = tmp_path / "composed.toml"
+        planned.write_text(f'name = "composed"\nbackbone = "{backbone}"\ndecoders = ["{spec}.toml"]\n\n'
+                           f'[variants.v]\nuse = {{ {spec} = "{variant}" }}\n', encoding="utf-8")
+        variant = "v"
+    with pytest.raises(specgraph.SpecgraphError) as info:
+        specgraph.plan(specgraph.load(planned), variant, size)
+    problems = info.value.problems
+    assert any(p.path == path and words in p.message for p in problems), [str(p) for p in problems]
+    assert all(p.file == str(file) and p.line for p in problems if p.path == path), [str(p) for p in problems]
+
+
+@pytest.fixture
+def assert_bad_edit_is_located() -> Callable[..., None]:
+    """The check of a located error after a bad edit of a built-in spec (see ``_assert_bad_edit_is_located``)."""
+    return _assert_bad_edit_is_located

@@ -103,3 +103,14 @@ def test_bad_spec_file_exit_2_with_location(tmp_path: Path) -> None:
     line = next(i for i, t in enumerate(text.splitlines(), 1) if "lite22" in t)
     assert f"{bad}:{line}: blocks[2].inputs[1]: no block named 'lite22'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_validate_names_a_compositions_parts_and_a_decoders_inputs_and_plan_refuses_a_decoder_alone() -> None:
+    result = run("validate", "resnet_fpn", "bifpn")
+    assert result.returncode == 0, result.stderr
+    assert "resnet_fpn, parts resnet + fpn, 15 blocks" in result.stdout
+    assert "bifpn, a decoder of inputs c3 (level 3), c4 (level 4), c5 (level 5), 2 blocks, cell bifpn" in result.stdout
+    refused = run("plan", "fpn")
+    assert refused.returncode == 2 and "a decoder" in refused.stderr and "Traceback" not in refused.stderr
+    stats = run("stats", "resnet_fpn", "--variant", "50", "--input", "640x640", "--json")
+    assert json.loads(stats.stdout)["params"] == 23_561_152 + 3_873_792  # Model Garden's ResNet-50 + its FPN

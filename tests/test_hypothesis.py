@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import specgraph
 from specgraph import SpecgraphError
-from specgraph.testing import imported_modules, valid_specs
+from specgraph.testing import composed_specs, imported_modules, valid_specs
 
 sizes = st.tuples(st.integers(1, 300), st.integers(1, 300))
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -87,7 +87,10 @@ def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
 
 @st.composite
 def corrupted_specs(draw: st.DrawFn) -> dict[str, Any]:
-    data = copy.deepcopy(draw(valid_specs()))
+    return _corrupt(draw, copy.deepcopy(draw(valid_specs())))
+
+
+def _corrupt(draw: st.DrawFn, data: dict[str, Any]) -> dict[str, Any]:
     for _ in range(draw(st.integers(1, 3))):
         paths = _paths(data)
         path = draw(st.sampled_from(paths))
@@ -117,6 +120,27 @@ def test_corrupted_specs_raise_only_specgraph_errors(data, size) -> None:
         specgraph.stats(plan)
     except SpecgraphError as exc:
         assert str(exc)
+        assert all(p.message for p in exc.problems)
+
+
+@st.composite
+def corrupted_compositions(draw: st.DrawFn) -> dict[str, Any]:
+    return _corrupt(draw, copy.deepcopy(draw(composed_specs())))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(corrupted_compositions(), sizes)
+def test_corrupted_compositions_raise_only_located_specgraph_errors(data, size) -> None:
+    """A corruption anywhere (the composition, its inline backbone or decoder) is a SpecgraphError; one found
+    while loading names its place."""
+    try:
+        spec = specgraph.load(data)
+    except SpecgraphError as exc:
+        assert all(p.message and p.path for p in exc.problems), [str(p) for p in exc.problems]
+        return
+    try:
+        specgraph.stats(specgraph.plan(spec, input_size=size))
+    except SpecgraphError as exc:
         assert all(p.message for p in exc.problems)
 
 

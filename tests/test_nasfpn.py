@@ -9,7 +9,6 @@ The expected counts are Model Garden's own ``count_params()``, measured on these
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,10 +87,6 @@ def test_drawn_with_its_cells() -> None:
         assert name in svg
 
 
-def _spec_text() -> str:
-    return (Path(__file__).parents[1] / "specs" / "resnet_nasfpn.toml").read_text(encoding="utf-8")
-
-
 @pytest.mark.parametrize(("edit", "path", "words"), [
     (lambda t: t.replace('outputs = ["b7", "b8", "b9", "b11", "b10"]', 'outputs = ["b7", "b8", "b9", "b10", "b11"]'),
      "cells[0].outputs[3]", "level 7, the input it replaces"),
@@ -113,17 +108,9 @@ def _spec_text() -> str:
     (lambda t: t.replace('fusion = "attention", filters = 256, output = true', 'fusion = "mean", filters = 256, '
                          'output = true', 1), "cells[0].blocks[4].fusion", "'softmax', 'attention' or 'concat'"),
 ])
-def test_bad_edits_are_located(tmp_path: Any, edit: Any, path: str, words: str) -> None:
-    text = _spec_text()
-    bad = edit(text)
-    assert bad != text
-    file = tmp_path / "resnet_nasfpn.toml"
-    file.write_text(bad, encoding="utf-8")
-    with pytest.raises(specgraph.SpecgraphError) as info:
-        specgraph.plan(specgraph.load(file), "3", (128, 128))
-    problems = info.value.problems
-    assert any(p.path == path and words in p.message for p in problems), [str(p) for p in problems]
-    assert all(p.file == str(file) and p.line for p in problems if p.path == path)
+def test_bad_edits_are_located(tmp_path: Any, edit: Any, path: str, words: str,
+                               assert_bad_edit_is_located: Any) -> None:
+    assert_bad_edit_is_located(tmp_path, "nasfpn", edit, path, words, "3", (128, 128), backbone="resnet")
 
 
 def test_a_concat_fusion_widens_the_blocks_conv() -> None:
