@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import specgraph
 from specgraph.backend_api import ACTIVATION_FORMULAS
-from specgraph.testing import valid_specs
+from specgraph.testing import composed_specs, valid_specs
 
 torch = pytest.importorskip("torch")
 tf = pytest.importorskip("tensorflow")
@@ -121,6 +121,16 @@ def test_random_specs_agree(data, size, seed) -> None:
     assert max(backward.values()) <= TOLERANCE, backward
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(composed_specs(), st.tuples(st.integers(20, 96), st.integers(20, 96)), st.integers(0, 1000))
+def test_random_compositions_agree(data, size, seed) -> None:
+    """A random backbone (a permutation of random blocks) under a random decoder (op blocks, a repeated cell)."""
+    plan = specgraph.plan(specgraph.load(data), input_size=size)
+    forward, backward = _both_ways(plan, size, seed)
+    assert max(forward.values()) <= TOLERANCE, forward
+    assert max(backward.values()) <= TOLERANCE, backward
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATION_FORMULAS))
 def test_every_activation_and_block_type_agrees(activation: str) -> None:
     """tests/data/small.toml has every block type (residual, bottleneck, mbconv with SE), a merge edge,
@@ -153,3 +163,14 @@ def test_both_backends_use_one_vocabulary() -> None:
     tf_kinds = {type(layer).__name__ for layer in tf_model._flatten_layers()
                 if isinstance(layer, specgraph_tensorflow.ConvNormAct | specgraph_tensorflow.SqueezeExcite)}
     assert torch_kinds == tf_kinds == {"ConvNormAct", "SqueezeExcite"}
+
+
+def test_both_backends_implement_exactly_the_core_fusions() -> None:
+    """Each runtime keeps its own table of fusion names (emitted source inlines it, without specgraph): each must
+    be the core registry's, no more and no fewer."""
+    from specgraph_tensorflow._runtime import FUSION_METHODS
+    from specgraph_torch._layers import FUSION_KERNELS
+
+    from specgraph.backend_api import FUSIONS
+
+    assert set(FUSION_KERNELS) == set(FUSIONS) == set(FUSION_METHODS)
