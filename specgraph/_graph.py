@@ -299,7 +299,7 @@ class _Builder:
 
     def _check_op_levels(self, path: str, block: Block) -> None:
         """An op block's strided ops move its level on from where its inputs are fused: that level must exist."""
-        steps = sum(op.stride.bit_length() - 1 if op.stride else op.op == "maxpool" for op in block.ops or ())
+        steps = sum(op.level_step for op in block.ops or ())
         if steps > block.level:
             self.fail(f"{path}.ops", f"its strided ops step down {steps} level(s) to level {block.level}, so its "
                       f"inputs would be fused at level {block.level - steps}; raise the level or drop a stride")

@@ -311,7 +311,7 @@ class _Planner:
         # None only where the graph found the width unused (norms and activations on one input).
         width = self.width(attrs) if attrs["filters"] is not None or attrs["level"] in self.spec.filters else None
         specs = attrs["ops"]
-        steps = [(op.stride or (2 if op.op == "maxpool" else 1)).bit_length() - 1 for op in specs]
+        steps = [op.level_step for op in specs]
         fused_level = attrs["level"] - sum(steps)
         parents = [(source, data["kind"]) for source, _, data in
                    sorted(dag.in_edges(name, data=True), key=lambda e: e[2]["slot"])]

@@ -172,6 +172,11 @@ class BlockOp(_Model):
             raise ValueError(f"unknown activation {value!r}; known: {', '.join(ACTIVATIONS)}")
         return value
 
+    @property
+    def level_step(self) -> int:
+        """The levels the op moves its input up: 1 for a stride of 2 (a max-pool's default), else 0."""
+        return (self.stride or (2 if self.op == "maxpool" else 1)).bit_length() - 1
+
     @model_validator(mode="after")
     def _fields_of_op(self) -> BlockOp:
         given = [f for f in ("kernel", "stride", "bias", "activation") if getattr(self, f) is not None]

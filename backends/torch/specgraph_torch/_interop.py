@@ -22,19 +22,34 @@ from specgraph._weights import Target, read_npz
 from specgraph.backend_api import LoadReport, fuse_slot, op_slot, select_weights, unit_slot
 
 from ._model import SpecgraphModel
-from ._weights import as_numpy, copy_into, from_tf_layout, numpy_dtype, require_model, tf_shape, to_tf_layout
+from ._weights import (
+    OP_KEYS,
+    as_numpy,
+    copy_into,
+    from_tf_layout,
+    numpy_dtype,
+    require_model,
+    tf_shape,
+    to_tf_layout,
+)
 
 __all__ = ["load_structural", "structural_name", "to_structural"]
 
-_ROLES = {"conv.weight": "kernel", "conv.bias": "bias", "norm.weight": "gamma", "norm.bias": "beta",
-          "norm.running_mean": "moving_mean", "norm.running_var": "moving_variance",
-          "reduce.weight": "reduce/kernel", "reduce.bias": "reduce/bias",
-          "expand.weight": "expand/kernel", "expand.bias": "expand/bias",
-          # a Norm op (a bare BatchNorm2d) and a SeparableConv op (depthwise, then pointwise with the bias and norm)
-          "weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance",
-          "depthwise.conv.weight": "depthwise_kernel", "pointwise.conv.weight": "pointwise_kernel",
-          "pointwise.conv.bias": "bias", "pointwise.norm.weight": "gamma", "pointwise.norm.bias": "beta",
-          "pointwise.norm.running_mean": "moving_mean", "pointwise.norm.running_var": "moving_variance"}
+
+
+def _roles() -> dict[str, str]:
+    """A state-dict key's tail (after the op or unit) -> its role: the op modules' keys (``OP_KEYS``; a conv's
+    weight is ``kernel``, depthwise or not: Model Garden's ``depthwise_kernel`` is its name only), the block units'
+    convs and norms (as a conv op's) and the squeeze-excitation's two convs."""
+    roles = {"reduce.weight": "reduce/kernel", "reduce.bias": "reduce/bias",
+             "expand.weight": "expand/kernel", "expand.bias": "expand/bias"}
+    for keys in OP_KEYS.values():
+        for role, (suffix, _) in keys.items():
+            roles.setdefault(suffix, role)
+    return roles
+
+
+_ROLES = _roles()
 _KEY = re.compile(r"^nodes\.(?P<node>[^.]+)\.(?:(?:inputs\.(?P<edge>\d+)\.)?ops\.(?P<op>\d+)|units\.(?P<unit>\d+)\."
                   r"(?P<part>[a-z0-9]+)|(?P<fuse>fusion_weights))(?:\.(?P<rest>.+))?$")
 

@@ -67,8 +67,10 @@ class _Entry:
 
 
 # Torch key suffix and layout of each Keras variable (our role) of a decoder op, per op kind.
+# A weighted op's role (the Keras variable name) -> its key under the op's module and its layout: the one table of
+# both the Model Garden decoder mapping and the shared (structural) names (``_interop``).
 _NORM_KEYS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
-_OP_KEYS: dict[str, dict[str, tuple[str, str]]] = {
+OP_KEYS: dict[str, dict[str, tuple[str, str]]] = {
     "conv": {"kernel": ("conv.weight", "conv"), "depthwise_kernel": ("conv.weight", "depthwise"),
              "bias": ("conv.bias", "vector"), **{k: (f"norm.{v}", "vector") for k, v in _NORM_KEYS.items()}},
     "separable_conv": {"depthwise_kernel": ("depthwise.conv.weight", "depthwise"),
@@ -83,7 +85,7 @@ def _decoder_entries(plan: Plan) -> list[_Entry]:
     """The Model Garden decoder's variables (``modelgarden_decoder_variables``) with their torch keys."""
     entries = []
     for v in modelgarden_decoder_variables(plan):
-        suffix, layout = _OP_KEYS[v.op.op][v.role]
+        suffix, layout = OP_KEYS[v.op.op][v.role]
         chain = f"nodes.{v.node}.ops" if v.edge is None else f"nodes.{v.node}.inputs.{v.edge}.ops"
         layer = _Ref(v.layer, 0, named=True) if v.index is None else _Ref(v.layer, v.index, decoder=True)
         entries.append(_Entry(layer, "", v.role, f"{chain}.{v.op_index}.{suffix}", layout))
