@@ -131,46 +131,58 @@ def test_factory_builds_the_spec_network_or_refuses(registered, tmp_path):
     assert "'relu' but the spec 'mobile_swish' says 'swish'" in str(info.value)
 
 
-def test_resnet_spec_in_modelgardens_resnet_fpn_retinanet(registered):
-    """`spec: resnet` in Model Garden's own ResNet-50-FPN RetinaNet config: the same detector as with Model
-    Garden's ResNet (every parameter; Model Garden's FPN on the spec's level 3..5 endpoints), and with the
-    same weights (the backbone's through load_modelgarden_weights) the same class and box outputs."""
-    import specgraph_tensorflow as sgt
+def _retinanet(size: tuple[int, int], backbone: dict, decoder: dict | None = None) -> tf_keras.Model:
+    """Model Garden's ResNet-FPN RetinaNet config with this backbone (and decoder), built by its factory."""
     from official.core import exp_factory
     from official.vision.modeling import factory as model_factory
 
-    size = (96, 160)  # non-square; Model Garden's FPN adds 2x-upsampled maps, so a multiple of 2**5
+    config = exp_factory.get_exp_config("retinanet_resnetfpn_coco")
+    model = {"input_size": [*size, 3], "backbone": backbone, **({"decoder": decoder} if decoder else {})}
+    config.override({"task": {"model": model}}, is_strict=True)
+    config.validate()
+    return model_factory.build_retinanet(tf_keras.layers.InputSpec(shape=[None, *size, 3]), config.task.model)
 
-    def retinanet(backbone: dict) -> tf_keras.Model:
-        config = exp_factory.get_exp_config("retinanet_resnetfpn_coco")
-        config.override({"task": {"model": {"input_size": [*size, 3], "backbone": backbone}}}, is_strict=True)
-        config.validate()
-        return model_factory.build_retinanet(tf_keras.layers.InputSpec(shape=[None, *size, 3]), config.task.model)
 
-    mine = retinanet({"type": "specgraph", "specgraph": {"spec": "resnet", "model_id": "50", "min_level": 3,
-                                                         "max_level": 5}})
-    reference = retinanet({"type": "resnet", "resnet": {"model_id": 50}})
-    assert isinstance(mine.backbone, sgt.SpecgraphModel) and type(reference.backbone).__name__ == "ResNet"
-    images = np.random.default_rng(2).normal(size=(2, *size, 3)).astype(np.float32)
-    want = reference(images, training=False)  # builds both detectors' heads
-    before = mine(images, training=False)
-    assert mine.count_params() == reference.count_params()
-    assert mine.backbone.count_params() == 23_561_152 and mine.decoder.count_params() == 3_873_792
-
+def _randomise(weights: list) -> None:
+    """Random values in every weight, BN statistics too, so a mis-mapped one would show."""
     rng = np.random.default_rng(3)
-    for w in reference.backbone.weights:  # BN statistics too, so a mis-mapped one would show
+    for w in weights:
         w.assign(0.1 * rng.standard_normal(w.shape).astype(np.float32) + ("variance" in w.name or "gamma" in w.name))
-    want = reference(images, training=False)
-    sgt.load_modelgarden_weights(mine.backbone, reference.backbone)
-    mine.decoder.set_weights(reference.decoder.get_weights())
-    mine.head.set_weights(reference.head.get_weights())
-    got = mine(images, training=False)
+
+
+def _assert_same_detections(got: dict, before: dict, want: dict) -> None:
+    """Class and box outputs at levels 3..7 equal the reference's (<= 1e-4 relative), and differed before."""
     for key in ("cls_outputs", "box_outputs"):
         assert sorted(got[key]) == sorted(want[key]) == ["3", "4", "5", "6", "7"]
         for level, ref in want[key].items():
             scale = float(np.abs(ref).max())
             assert float(np.abs(before[key][level] - ref).max()) > 1e-2 * scale  # not equal by chance
             assert float(np.abs(got[key][level] - ref).max()) <= 1e-4 * scale, (key, level)
+
+
+def test_resnet_spec_in_modelgardens_resnet_fpn_retinanet(registered):
+    """`spec: resnet` in Model Garden's own ResNet-50-FPN RetinaNet config: the same detector as with Model
+    Garden's ResNet (every parameter; Model Garden's FPN on the spec's level 3..5 endpoints), and with the
+    same weights (the backbone's through load_modelgarden_weights) the same class and box outputs."""
+    import specgraph_tensorflow as sgt
+
+    size = (96, 160)  # non-square; Model Garden's FPN adds 2x-upsampled maps, so a multiple of 2**5
+    mine = _retinanet(size, {"type": "specgraph", "specgraph": {"spec": "resnet", "model_id": "50", "min_level": 3,
+                                                                "max_level": 5}})
+    reference = _retinanet(size, {"type": "resnet", "resnet": {"model_id": 50}})
+    assert isinstance(mine.backbone, sgt.SpecgraphModel) and type(reference.backbone).__name__ == "ResNet"
+    images = np.random.default_rng(2).normal(size=(2, *size, 3)).astype(np.float32)
+    reference(images, training=False)  # builds both detectors' heads
+    before = mine(images, training=False)
+    assert mine.count_params() == reference.count_params()
+    assert mine.backbone.count_params() == 23_561_152 and mine.decoder.count_params() == 3_873_792
+
+    _randomise(reference.backbone.weights)
+    want = reference(images, training=False)
+    sgt.load_modelgarden_weights(mine.backbone, reference.backbone)
+    mine.decoder.set_weights(reference.decoder.get_weights())
+    mine.head.set_weights(reference.head.get_weights())
+    _assert_same_detections(mine(images, training=False), before, want)
 
 
 def test_resnet_nasfpn_spec_in_modelgardens_retinanet(registered):
@@ -178,38 +190,20 @@ def test_resnet_nasfpn_spec_in_modelgardens_retinanet(registered):
     Garden's ResNet-50 + NAS-FPN (num_repeats 3) in every parameter, and with the same weights (backbone and
     decoder loaded from Model Garden's detector itself) the same class and box outputs."""
     import specgraph_tensorflow as sgt
-    from official.core import exp_factory
-    from official.vision.modeling import factory as model_factory
 
     size = (128, 256)  # Model Garden's NAS-FPN upsamples level 7 to 3 by plain repeats: a multiple of 2**7
-
-    def retinanet(backbone: dict, decoder: dict) -> tf_keras.Model:
-        config = exp_factory.get_exp_config("retinanet_resnetfpn_coco")
-        config.override({"task": {"model": {"input_size": [*size, 3], "backbone": backbone, "decoder": decoder}}},
-                        is_strict=True)
-        config.validate()
-        return model_factory.build_retinanet(tf_keras.layers.InputSpec(shape=[None, *size, 3]), config.task.model)
-
-    mine = retinanet({"type": "specgraph", "specgraph": {"spec": "resnet_nasfpn", "model_id": "3"}},
-                     {"type": "identity"})
-    reference = retinanet({"type": "resnet", "resnet": {"model_id": 50}},
-                          {"type": "nasfpn", "nasfpn": {"num_repeats": 3}})
+    mine = _retinanet(size, {"type": "specgraph", "specgraph": {"spec": "resnet_nasfpn", "model_id": "3"}},
+                      {"type": "identity"})
+    reference = _retinanet(size, {"type": "resnet", "resnet": {"model_id": 50}},
+                           {"type": "nasfpn", "nasfpn": {"num_repeats": 3}})
     images = np.random.default_rng(2).normal(size=(2, *size, 3)).astype(np.float32)
     reference(images, training=False)  # builds both detectors' heads
     before = mine(images, training=False)
     assert isinstance(mine.backbone, sgt.SpecgraphModel) and mine.decoder is None
     assert mine.count_params() == reference.count_params()
     assert mine.backbone.count_params() == 23_561_152 + 13_334_528
-    rng = np.random.default_rng(3)
-    for w in reference.backbone.weights + reference.decoder.weights:
-        w.assign(0.1 * rng.standard_normal(w.shape).astype(np.float32) + ("variance" in w.name or "gamma" in w.name))
+    _randomise(reference.backbone.weights + reference.decoder.weights)
     want = reference(images, training=False)
     sgt.load_modelgarden_weights(mine.backbone, reference)  # a detection model: its backbone and decoder
     mine.head.set_weights(reference.head.get_weights())
-    got = mine(images, training=False)
-    for key in ("cls_outputs", "box_outputs"):
-        assert sorted(got[key]) == sorted(want[key]) == ["3", "4", "5", "6", "7"]
-        for level, ref in want[key].items():
-            scale = float(np.abs(ref).max())
-            assert float(np.abs(before[key][level] - ref).max()) > 1e-2 * scale  # not equal by chance
-            assert float(np.abs(got[key][level] - ref).max()) <= 1e-4 * scale, (key, level)
+    _assert_same_detections(mine(images, training=False), before, want)
