@@ -33,18 +33,16 @@ def pages() -> dict[str, str]:
     ]
     specs = {name: specgraph.load(name) for name in specgraph.builtin_specs()}
     for name, spec in specs.items():
-        if spec.stem is None:  # a decoder: planned (and drawn) in the compositions that use it
-            users = [other for other, s in specs.items() if name in s.parts]
-            lines += [f"## `{name}`", "", spec.description, "",
-                      "A decoder: it declares its inputs (" + ", ".join(
-                          f"`{i.name}` level {i.level}" for i in spec.inputs) + ") and is planned in a "
-                      "composition; variants " + ", ".join(f"`{v}`" for v in spec.variants) + ". Composed in: "
-                      + ", ".join(f"[`{u}`](#{u})" for u in users) + ".", ""]
-            continue
         default = spec.default_variant or next(iter(spec.variants))
         drawing = f"docs/gallery/{name}.svg"
         out[drawing] = specgraph.render_svg(specgraph.plan(spec, default, SIZE))
-        lines += [f"## `{name}`", "", spec.description, "", f"![{name} {default}](gallery/{name}.svg)", "",
+        lines += [f"## `{name}`", "", spec.description, ""]
+        if spec.inputs:  # a decoder: drawn on its declared inputs, and composed with backbones
+            users = [other for other, s in specs.items() if name in s.parts]
+            lines += ["A decoder of feature maps " + ", ".join(f"`{i.name}` (level {i.level}, {i.filters} channels)"
+                                                             for i in spec.inputs)
+                      + "; composed in " + ", ".join(f"[`{u}`](#{u})" for u in users) + ".", ""]
+        lines += [f"![{name} {default}](gallery/{name}.svg)", "",
                   "| variant | levels | endpoint channels | parameters | trainable | MACs (G) |",
                   "|---|---|---|---|---|---|"]
         for variant in spec.variants:

@@ -144,7 +144,12 @@ class _Builder:
         return part if part is not None else (self.spec.parts[-1] if self.spec.parts else None)
 
     def _add_inputs_declared(self, dag: nx.DiGraph) -> None:
+        levels: dict[int, str] = {}
         for i, given in enumerate(self.spec.inputs):
+            if given.level in levels:
+                self.fail(f"inputs[{i}].level", f"input {levels[given.level]!r} is at level {given.level} too; a "
+                          "decoder takes one feature map per level")
+            levels.setdefault(given.level, given.name)
             self._add_node(dag, given.name, f"inputs[{i}]", kind="input", index=i, level=given.level, type=None,
                            output=False, repeats=None, filters=given.filters, part=self.part_of(None))
 

@@ -199,7 +199,12 @@ def modelgarden_decoder_variables(plan: Plan) -> list[DecoderVariable]:
 def modelgarden_parts(source: Any, plan: Plan) -> tuple[Any, Any]:
     """(backbone, decoder) Model Garden models from ``source``: a detection model (its ``backbone`` and
     ``decoder``), a ``(backbone, decoder)`` pair, or a backbone alone (decoder None). A plan with op blocks
-    needs the decoder; a plan without takes the backbone alone."""
+    needs the decoder; a plan without takes the backbone alone. A decoder's own plan (it takes feature maps) takes
+    the decoder alone: ``(None, decoder)``."""
+    if plan.inputs:
+        if hasattr(source, "backbone") and hasattr(source, "decoder"):
+            return None, source.decoder
+        return None, source[1] if isinstance(source, tuple | list) and len(source) == 2 else source
     if hasattr(source, "backbone") and hasattr(source, "decoder"):
         backbone, decoder = source.backbone, source.decoder
     elif isinstance(source, tuple | list) and len(source) == 2:

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Literal
 
-from ._errors import PlanError, Problem
+from ._errors import BackendError, PlanError, Problem
 from ._fusions import FUSIONS
 
 __all__ = ["Activation", "Add", "Conv", "Edge", "MaxPool", "Node", "Norm", "Op", "Plan", "SeparableConv",
@@ -302,11 +302,11 @@ class Node:
 
     ``kind``: ``stem`` (``ops`` on the image), ``stem_block`` / ``block`` (fuse
     ``inputs``, then ``units``; an op block fuses, then runs ``ops``), ``endpoint``
-    (``ops`` on its one input).
+    (``ops`` on its one input), ``input`` (a decoder's feature map from outside: no inputs, no ops).
     """
 
     name: str
-    kind: Literal["stem", "stem_block", "block", "endpoint"]
+    kind: Literal["stem", "stem_block", "block", "endpoint", "input"]
     level: int
     size: Size
     channels: int
@@ -361,6 +361,19 @@ class Plan:
     # (its layer names count them) and loads a selection from its whole min..max network; kept here so
     # weight loaders never re-plan from ``spec_name``. Not in ``hash``: they do not change the network.
     pruned_nodes: tuple[tuple[int, Node], ...] = field(default=())
+    # A decoder's plan (a spec that declares ``inputs``): (level key "3", input node name) for each feature map it
+    # takes, in declared order; empty for a network on an image (``input_size`` is then the image the feature
+    # maps come from, which fixes their sizes).
+    inputs: tuple[tuple[str, str], ...] = field(default=())
+
+    def require_image(self, what: str) -> None:
+        """A ``BackendError`` when this is a decoder's plan (it takes feature maps) and ``what`` needs a network
+        on an image."""
+        if self.inputs:
+            levels = ", ".join(level for level, _ in self.inputs)
+            raise BackendError(f"{what}: {self.spec_name} is a decoder (it takes feature maps at levels {levels}); "
+                               f"{what} takes a network on an image for now: compose it with a backbone (a "
+                               f"composition spec: backbone = \"...\", decoders = [\"{self.spec_name}\"])")
 
     @cached_property
     def _index(self) -> dict[str, Node]:
@@ -573,6 +586,7 @@ class Plan:
             plan = cls(**{**data, "input_size": _pair(data["input_size"]),
                           "nodes": tuple(_node_from(n) for n in data["nodes"]),
                           "endpoints": tuple((str(k), str(v)) for k, v in data["endpoints"]),
+                          "inputs": tuple((str(k), str(v)) for k, v in data.get("inputs", ())),
                           "pruned": tuple(data.get("pruned", ())),
                           "pruned_nodes": tuple((_position(i), _node_from(n))
                                                 for i, n in data.get("pruned_nodes", ()))})
@@ -590,6 +604,8 @@ class Plan:
         for node in data["nodes"]:
             if node["part"] is None:  # likewise for plans of one part
                 del node["part"]
+        if not data["inputs"]:  # and for plans of an image
+            del data["inputs"]
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -124,9 +124,6 @@ def plan(
     if isinstance(input_channels, bool) or not isinstance(input_channels, int):
         raise ArgumentError(f"input_channels: expected an integer, got {brief(input_channels)}")
     graph = build_graph(spec)
-    if spec.stem is None:
-        raise PlanError(f"spec {spec.name!r} is a decoder (it declares `inputs`, no stem): plan it in a composition "
-                        f"with a backbone (a spec file of `backbone = \"resnet\"`, `decoders = [\"{spec.name}\"]`)")
     name, var = spec.variant(variant)
     if spec.cells:  # a variant may repeat the cells another number of times
         graph = build_graph(spec, cell_repeats(spec, var))
@@ -187,7 +184,8 @@ class _Planner:
                      else ", ".join(map(str, self.levels)))
             raise PlanError(f"endpoints: levels {asked} requested, but no output block at level "
                             f"{', '.join(map(str, missing))} (output levels: {have})")
-        self._stem()
+        if spec.stem is not None:
+            self._stem()
         # Stochastic depth grows over a part's blocks up to its last block group (Model Garden's SpineNet: over all
         # of them): the op blocks after it (a composition's endpoint convs, a decoder) leave its rates as they are.
         body: dict[str | None, int] = {}
@@ -199,6 +197,9 @@ class _Planner:
             attrs = dag.nodes[name]
             if attrs["kind"] == "stem":
                 self._stem_block(name, attrs)
+            elif attrs["kind"] == "input":  # a decoder's feature map: its size is its level's of the image
+                self.nodes[name] = Node(name, "input", attrs["level"], _size_at(self.size, attrs["level"]),
+                                        attrs["filters"], part=attrs["part"], spec_path=attrs["path"])
             else:
                 self._block(name, attrs, body.get(attrs["part"], 1))
         # A level selection also plans the endpoints it skips when min..max has them all: Model Garden's
@@ -218,6 +219,7 @@ class _Planner:
             endpoints_num_filters=self.variant.endpoints_num_filters, nodes=nodes,
             endpoints=tuple((str(lvl), f"{ENDPOINT_PREFIX}{lvl}") for lvl in self.levels),
             pruned=pruned, pruned_nodes=pruned_nodes,
+            inputs=tuple((str(i.level), i.name) for i in spec.inputs),
         )
 
     def _live(self) -> set[str]:
@@ -225,7 +227,7 @@ class _Planner:
         for node in self.nodes.values():
             dag.add_node(node.name)
             dag.add_edges_from((e.source, node.name) for e in node.inputs)
-        live: set[str] = set()
+        live = {name for name, node in self.nodes.items() if node.kind == "input"}  # the model takes each
         for level in self.levels:
             name = f"{ENDPOINT_PREFIX}{level}"
             live |= nx.ancestors(dag, name) | {name}

@@ -46,6 +46,7 @@ CORNER = 4
 
 FILLS = {
     "stem": ("#cfd8dc", "#607d8b"),
+    "input": ("#fff9c4", "#f9a825"),  # a decoder's feature maps from outside
     "bottleneck": ("#bbdefb", "#1e88e5"),
     "residual": ("#c8e6c9", "#43a047"),
     "mbconv": ("#ffe0b2", "#fb8c00"),
@@ -111,7 +112,7 @@ def _is_op_block(node: Node) -> bool:
 
 
 def _node_kind(node: Node) -> str:
-    if node.kind in ("stem", "endpoint"):
+    if node.kind in ("stem", "endpoint", "input"):
         return node.kind
     if _is_op_block(node):
         return "decoder"
@@ -324,7 +325,7 @@ class _Layouter:
         # A composition names its parts: the backbone's spec, then the decoders'.
         parts = list(dict.fromkeys(n.part for n in self.plan.nodes if n.part is not None))
         decoder = " + ".join(parts[1:]) if len(parts) > 1 else "decoder"
-        backbone = parts[0] if parts else "backbone"
+        backbone = parts[0] if parts else "inputs" if self.plan.inputs else "backbone"
         return {"x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0,
                 "t": _Text(x1 - 4, y0 + 10, decoder, FONT, anchor="end", fill="#00897b", cls="part"),
                 "b": _Text(x0 - 6, y0 + 10, backbone, FONT, anchor="end", fill="#607d8b", cls="part")}

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 __all__ = ["ACTIVATION_REFERENCES", "CONFORMANCE_CASES", "FUSION_REFERENCES", "TYPES", "UNREADABLE_NPZ",
            "WEIGHT_CORRUPTIONS", "WEIGHT_ROUTES", "BackendConformance", "assert_weights_refused", "corrupt_weights",
-           "composed_specs", "imported_modules", "unreadable_npz", "valid_specs"]
+           "composed_specs", "decoder_specs", "imported_modules", "unreadable_npz", "valid_specs"]
 
 TYPES = ["residual", "bottleneck", "mbconv"]
 
@@ -560,12 +560,11 @@ class BackendConformance:
 
 
 @st.composite
-def composed_specs(draw: st.DrawFn) -> dict[str, Any]:
-    """A random valid composition (plain data): a random backbone (:func:`valid_specs`, its endpoints 3..7) and a
-    random decoder given inline: declared inputs at some of those levels, op blocks (random ops, widths, fusions)
-    that give levels 3..7, and half the time a repeated cell of op blocks on some of them; endpoint convs or bare
-    endpoints; its own activation, fusion default, pool kernel and separable switch."""
-    backbone = draw(valid_specs())
+def decoder_specs(draw: st.DrawFn, up: str | None = None) -> dict[str, Any]:
+    """A random valid decoder spec (plain data): declared inputs at some of levels 3..7, op blocks (random ops,
+    widths, fusions) that give levels 3..7, and half the time a repeated cell of op blocks on some of them;
+    endpoint convs or bare endpoints; its own activation, fusion default, pool kernel, upsampling (``up``, when
+    given) and separable switch."""
     levels = sorted(draw(st.lists(st.integers(3, 7), min_size=1, max_size=3, unique=True)))
     inputs = [{"name": f"in{lvl}", "level": lvl, "filters": draw(st.integers(4, 32))} for lvl in levels]
     names = [i["name"] for i in inputs]
@@ -581,7 +580,7 @@ def composed_specs(draw: st.DrawFn) -> dict[str, Any]:
         names.append(block["name"])
     decoder: dict[str, Any] = {
         "name": "decoder", "activation": draw(st.sampled_from(["relu", "swish", "relu6"])), "inputs": inputs,
-        "blocks": blocks, "resample": {"up": backbone["resample"]["up"],
+        "blocks": blocks, "resample": {"up": up or draw(st.sampled_from(["nearest", "bilinear"])),
                                        "pool_kernel": draw(st.sampled_from(["stride", "stride+1"]))},
         "fusion": {"method": draw(st.sampled_from(["sum", "weighted", "softmax"]))},
         "endpoints": {"conv": draw(st.booleans())},
@@ -605,5 +604,14 @@ def composed_specs(draw: st.DrawFn) -> dict[str, Any]:
         decoder["cells"] = [{"name": "dcell", "repeats": draw(st.integers(1, 3)),
                              "inputs": [f"d{lvl}" for lvl in cell_levels],
                              "outputs": [f"c{lvl}" for lvl in cell_levels], "blocks": cell_blocks}]
+    return decoder
+
+
+@st.composite
+def composed_specs(draw: st.DrawFn) -> dict[str, Any]:
+    """A random valid composition (plain data): a random backbone (:func:`valid_specs`, its endpoints 3..7) under
+    a random decoder given inline (:func:`decoder_specs`, upsampling as the backbone does)."""
+    backbone = draw(valid_specs())
+    decoder = draw(decoder_specs(backbone["resample"]["up"]))
     return {"name": "composed", "backbone": backbone, "decoders": [decoder],
             "variants": {"v": {"use": {"random": "v", "decoder": "v"}}}}

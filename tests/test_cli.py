@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -105,12 +106,18 @@ def test_bad_spec_file_exit_2_with_location(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_validate_names_a_compositions_parts_and_a_decoders_inputs_and_plan_refuses_a_decoder_alone() -> None:
+def test_validate_names_a_compositions_parts_and_a_decoders_inputs_plan_and_stats_take_a_decoder_alone() -> None:
     result = run("validate", "resnet_fpn", "bifpn")
     assert result.returncode == 0, result.stderr
     assert "resnet_fpn, parts resnet + fpn, 15 blocks" in result.stdout
     assert "bifpn, a decoder of inputs c3 (level 3), c4 (level 4), c5 (level 5), 2 blocks, cell bifpn" in result.stdout
-    refused = run("plan", "fpn")
-    assert refused.returncode == 2 and "a decoder" in refused.stderr and "Traceback" not in refused.stderr
+    plan = run("plan", "fpn", "--input", "640x640")
+    assert plan.returncode == 0, plan.stderr
+    # an input at level 3 of a 640x640 image is 640 / 2**3 = 80 wide
+    assert re.search(r"^c3 +input +3 +80x80 +512 ", plan.stdout, re.M), plan.stdout
+    decoder = json.loads(run("stats", "fpn", "--json").stdout)
+    assert decoder["params"] == 3_873_792  # Model Garden's FPN on ResNet-50's C3..C5
+    refused = run("emit", "fpn")
+    assert refused.returncode == 2 and "fpn is a decoder" in refused.stderr and "Traceback" not in refused.stderr
     stats = run("stats", "resnet_fpn", "--variant", "50", "--input", "640x640", "--json")
     assert json.loads(stats.stdout)["params"] == 23_561_152 + 3_873_792  # Model Garden's ResNet-50 + its FPN

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import specgraph
-from specgraph.testing import composed_specs
+from specgraph.testing import composed_specs, decoder_specs
 
 SPECS = Path(__file__).parents[1] / "specs"
 # Model Garden's NAS-FPN (num_repeats 5) on ResNet-50's levels 3..5 (docs: shared reference figures).
@@ -103,11 +104,31 @@ def test_a_decoder_file_beside_the_composition_and_a_round_trip(tmp_path: Path) 
         assert specgraph.plan(again, input_size=64).hash == specgraph.plan(spec, input_size=64).hash
 
 
-def test_a_decoder_alone_validates_but_plans_only_in_a_composition() -> None:
+def test_a_decoder_alone_plans_on_its_declared_inputs() -> None:
+    """Input nodes of the declared levels and channels, sized as that level of the image; the counts of Model
+    Garden's FPN and NAS-FPN (ResNet-50's channels in) and of effdet's BiFPN (reference figures)."""
     spec = specgraph.load("nasfpn")
     assert spec.stem is None and [i.level for i in spec.inputs] == [3, 4, 5]
-    with pytest.raises(specgraph.PlanError, match=r"a decoder .* plan it in a composition"):
-        specgraph.plan(spec)
+    plan = specgraph.plan(spec, "3", (100, 150))
+    assert plan.inputs == (("3", "c3"), ("4", "c4"), ("5", "c5"))
+    c4 = plan.node("c4")
+    assert (c4.kind, c4.size, c4.channels, c4.inputs, c4.ops) == ("input", (7, 10), 1024, (), ())
+    assert specgraph.stats(plan).params == 13_334_528
+    assert specgraph.stats(specgraph.plan("nasfpn", "7-separable", 128)).params == 4_311_808
+    assert specgraph.stats(specgraph.plan("fpn", "default", 128)).params == 3_873_792
+    assert specgraph.stats(specgraph.plan("bifpn", "d2", 128)).params == 1_542_783
+    with pytest.raises(specgraph.BackendError, match=r"fpn is a decoder .* compose it with a backbone"):
+        specgraph.plan("fpn", input_size=64).require_image("emit")
+
+
+def test_two_inputs_at_one_level_are_refused(tmp_path: Path) -> None:
+    text = (SPECS / "fpn.toml").read_text(encoding="utf-8").replace('{ name = "c4", level = 4',
+                                                                    '{ name = "c4", level = 3')
+    file = _write(tmp_path, "fpn.toml", text)
+    with pytest.raises(specgraph.SpecgraphError) as info:
+        specgraph.load(file)
+    assert any(p.path == "inputs[1].level" and "'c3' is at level 3 too" in p.message and p.line == 19
+               for p in info.value.problems), [str(p) for p in info.value.problems]
 
 
 COMPOSITION = 'name = "net"\nbackbone = "resnet"\ndecoders = ["fpn"]\n\n[variants.a]\nuse = { resnet = "50" }\n'
@@ -178,6 +199,17 @@ def test_norms_must_agree(tmp_path: Path) -> None:
     file = _write(tmp_path, "net.toml", 'name = "net"\nbackbone = "resnet"\ndecoders = ["fpn9.toml"]\n')
     with pytest.raises(specgraph.SpecgraphError, match=r"decoders\[0\]: 'fpn9''s \[norm\] \(0.9, 0.001\) differs"):
         specgraph.load(file)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(decoder_specs(), st.tuples(st.integers(1, 200), st.integers(1, 200)))
+def test_random_decoders_alone_plan_lint_and_round_trip(data: dict[str, Any], size: tuple[int, int]) -> None:
+    plan = specgraph.plan(specgraph.load(data), input_size=size)
+    plan.lint()
+    assert [name for _, name in plan.inputs] == [i["name"] for i in data["inputs"]]
+    assert all(plan.node(name).kind == "input" for _, name in plan.inputs)
+    again = specgraph.Plan.from_dict(plan.to_dict())
+    assert again == plan and again.hash == plan.hash
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

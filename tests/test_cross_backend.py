@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 import specgraph
 from specgraph.backend_api import ACTIVATION_FORMULAS
-from specgraph.testing import composed_specs, valid_specs
+from specgraph.testing import composed_specs, decoder_specs, valid_specs
 
 torch = pytest.importorskip("torch")
 tf = pytest.importorskip("tensorflow")
@@ -59,21 +60,38 @@ def _relative_gap(torch_out: dict, tf_out: dict) -> dict[str, float]:
             for level, t in torch_out.items()}
 
 
+def _example(plan: specgraph.Plan, size: tuple[int, int], seed: int) -> np.ndarray | dict[str, np.ndarray]:
+    """NCHW images, or for a decoder's plan its {level: NCHW features}."""
+    rng = np.random.default_rng(seed)
+    if plan.inputs:
+        return {level: rng.standard_normal((2, plan.node(name).channels, *plan.node(name).size)).astype(np.float32)
+                for level, name in plan.inputs}
+    return rng.standard_normal((2, 3, *size)).astype(np.float32)
+
+
+def _torch_in(x: Any) -> Any:
+    return {k: torch.from_numpy(v) for k, v in x.items()} if isinstance(x, dict) else torch.from_numpy(x)
+
+
+def _tf_in(x: Any) -> Any:
+    return {k: v.transpose(0, 2, 3, 1) for k, v in x.items()} if isinstance(x, dict) else x.transpose(0, 2, 3, 1)
+
+
 def _both_ways(plan: specgraph.Plan, size: tuple[int, int], seed: int = 0) -> tuple[dict, dict]:
     torch_model = _torch_model(plan, seed)
     tf_model = specgraph.compile(plan, backend="tensorflow")
-    images = np.random.default_rng(seed).standard_normal((2, 3, *size)).astype(np.float32)
+    images = _example(plan, size, seed)
     with torch.no_grad():
-        reference = torch_model(torch.from_numpy(images))
+        reference = torch_model(_torch_in(images))
     # torch -> TensorFlow
     specgraph_tensorflow.load_weights(tf_model, specgraph_torch.to_structural(torch_model))
-    forward = _relative_gap(reference, tf_model(images.transpose(0, 2, 3, 1), training=False))
+    forward = _relative_gap(reference, tf_model(_tf_in(images), training=False))
     # TensorFlow -> torch, into a differently initialised model
     fresh = _torch_model(plan, seed + 1)
     tf_weights = {k: v.numpy() for k, v in specgraph_tensorflow.weights_dict(tf_model).items()}
     specgraph_torch.load_structural(fresh, tf_weights)
     with torch.no_grad():
-        back = fresh(torch.from_numpy(images))
+        back = fresh(_torch_in(images))
     backward = {k: _gap(reference[k].numpy(), back[k].numpy()) for k in reference}
     return forward, backward
 
@@ -127,6 +145,24 @@ def test_random_compositions_agree(data, size, seed) -> None:
     """A random backbone (a permutation of random blocks) under a random decoder (op blocks, a repeated cell)."""
     plan = specgraph.plan(specgraph.load(data), input_size=size)
     forward, backward = _both_ways(plan, size, seed)
+    assert max(forward.values()) <= TOLERANCE, forward
+    assert max(backward.values()) <= TOLERANCE, backward
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(decoder_specs(), st.tuples(st.integers(20, 96), st.integers(20, 96)), st.integers(0, 1000))
+def test_random_decoders_alone_agree(data, size, seed) -> None:
+    plan = specgraph.plan(specgraph.load(data), input_size=size)
+    forward, backward = _both_ways(plan, size, seed)
+    assert max(forward.values()) <= TOLERANCE, forward
+    assert max(backward.values()) <= TOLERANCE, backward
+
+
+@pytest.mark.parametrize(("decoder", "variant"), [("fpn", "separable"), ("nasfpn", "3"), ("bifpn", "d1")])
+def test_decoders_alone_agree(decoder: str, variant: str) -> None:
+    """The decoders on their declared inputs at a size that crops every upsampling (100x150)."""
+    plan = specgraph.plan(decoder, variant, (100, 150))
+    forward, backward = _both_ways(plan, (100, 150))
     assert max(forward.values()) <= TOLERANCE, forward
     assert max(backward.values()) <= TOLERANCE, backward
 

@@ -178,3 +178,29 @@ def test_torchvision_adapter_takes_it() -> None:
     model = specgraph.compile(specgraph.plan("resnet_fpn", "50", (64, 64)), backend="torch")
     assert TorchvisionBackbone(model).out_channels == 256
     assert model.feature_info.channels() == [256] * 5 and model.feature_info.reduction() == [8, 16, 32, 64, 128]
+
+
+@pytest.mark.slow
+@pytest.mark.modelgarden
+@pytest.mark.parametrize("separable", [False, True])
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_the_decoder_alone_equals_modelgardens_fpn_on_the_same_features(modelgarden_resnet_fpn: Any, backend: str,
+                                                                        separable: bool) -> None:
+    """specs/fpn.toml planned alone takes {level: features}: loaded from Model Garden's FPN alone, it gives that
+    FPN's outputs on ResNet-50's features, with the count of Model Garden's FPN."""
+    plugin = specgraph.get_backend(backend)
+    backbone, decoder = modelgarden_resnet_fpn[separable]
+    images = np.random.default_rng(4).standard_normal((2, *SIZE, 3)).astype(np.float32)
+    features = {k: v.numpy() for k, v in backbone(images, training=False).items()}
+    reference = {k: v.numpy() for k, v in decoder(features, training=False).items()}
+    model = plugin.compile(specgraph.plan("fpn", "separable" if separable else "default", SIZE))
+    assert plugin.count_parameters(model) == FPN[separable]
+    nchw = {level: features[level].transpose(0, 3, 1, 2) for level in ("3", "4", "5")}
+    before = plugin.predict(model, nchw)
+    plugin.load_modelgarden_weights(model, decoder)
+    after = plugin.predict(model, nchw)
+    assert sorted(after) == sorted(reference) == ["3", "4", "5", "6", "7"]
+    for level, ref in reference.items():
+        scale = float(np.abs(ref).max())
+        assert float(np.abs(before[level].transpose(0, 2, 3, 1) - ref).max()) / scale > 1e-2  # not equal by chance
+        assert float(np.abs(after[level].transpose(0, 2, 3, 1) - ref).max()) / scale <= 1e-4, (backend, level)

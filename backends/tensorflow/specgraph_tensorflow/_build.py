@@ -56,6 +56,9 @@ class _Builder:
         self.slots: dict[str, tf_keras.layers.Layer] = {}
         # Node name -> its weight-bearing layers (a node name may hold "/", so keys are not split).
         self.node_slots: dict[str, list[tf_keras.layers.Layer]] = {}
+        # Upsampling crops to ceil(image / 2**level), the image's size read from a reference tensor at run time:
+        # the image, or a decoder's finest input (level counted from its own).
+        self.reference_level = min((int(level) for level, _ in plan.inputs), default=0)
 
     def op(self, op: Op, x: tf.Tensor, image: tf.Tensor, key: str, name: str, level: int, *,
            resample: bool) -> tf.Tensor:
@@ -81,7 +84,7 @@ class _Builder:
         if isinstance(op, MaxPool):
             return tf_keras.layers.MaxPool2D(op.kernel, op.stride, padding="same", name=name)(x)
         if isinstance(op, Upsample):
-            return UpsampleLayer(op.factor, level, op.mode, name=name)([x, image])
+            return UpsampleLayer(op.factor, level - self.reference_level, op.mode, name=name)([x, image])
         raise BackendError(f"{key}: unknown op {op!r}")
 
     def edge(self, edge: Edge, index: int, x: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
@@ -99,9 +102,16 @@ class _Builder:
             x = layer(x)
         return x
 
-    def build(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
+    def build(self, image: tf.Tensor | dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The endpoints, wired on the image; a decoder's on its inputs ``{level: tensor}``."""
         tensors: dict[str, tf.Tensor] = {}
+        if self.plan.inputs:
+            features = image
+            tensors.update({name: features[level] for level, name in self.plan.inputs})
+            image = features[str(self.reference_level)]
         for node in self.plan.nodes:
+            if node.kind == "input":
+                continue
             first = len(self.slots)
             tensors[node.name] = self.node(node, tensors, image)
             self.node_slots[node.name] = list(self.slots.values())[first:]
@@ -161,7 +171,8 @@ def freeze(plan: Plan, node_slots: dict[str, list[tf_keras.layers.Layer]], *, fr
                     norm.trainable = False
 
 
-def build_graph(plan: Plan, image: tf.Tensor, options: LayerOptions, drop_rate: float, *, frozen_bn: bool = False,
+def build_graph(plan: Plan, image: tf.Tensor | dict[str, tf.Tensor], options: LayerOptions, drop_rate: float, *,
+                frozen_bn: bool = False,
                 freeze_at: int = 0) -> tuple[dict[str, tf.Tensor], dict[str, Any]]:
     """Wire ``plan`` on the Keras input ``image``; returns the endpoint tensors and the weight slots.
 

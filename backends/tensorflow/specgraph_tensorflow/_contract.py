@@ -23,8 +23,12 @@ __all__ = ["apply_activation", "apply_fusion", "count_parameters", "emitted_mode
 
 
 def predict(model: Any, images: Any) -> dict[str, np.ndarray]:
-    """Inference on NCHW float32 numpy images (transposed to the model's NHWC): ``{level: NCHW array}``."""
-    nhwc = np.asarray(images, dtype=np.float32).transpose(0, 2, 3, 1)
+    """Inference on NCHW float32 numpy images (transposed to the model's NHWC; a decoder: ``{level: NCHW
+    features}``): ``{level: NCHW array}``."""
+    if isinstance(images, Mapping):
+        nhwc: Any = {level: np.asarray(x, dtype=np.float32).transpose(0, 2, 3, 1) for level, x in images.items()}
+    else:
+        nhwc = np.asarray(images, dtype=np.float32).transpose(0, 2, 3, 1)
     return {level: t.numpy().transpose(0, 3, 1, 2) for level, t in model(nhwc, training=False).items()}
 
 

@@ -86,7 +86,10 @@ class SpecgraphModel(tf_keras.Model):
             bias_regularizer=tf_keras.regularizers.get(bias_regularizer),
             xla_depthwise=xla_depthwise,
         )
-        image = tf_keras.Input(shape=shape, name="image")
+        image: Any = tf_keras.Input(shape=shape, name="image")
+        if plan.inputs:  # a decoder: its feature maps by level, as a backbone's outputs
+            image = {level: tf_keras.Input(shape=(None, None, plan.node(name).channels), name=f"level_{level}")
+                     for level, name in plan.inputs}
         outputs, slots = build_graph(plan, image, options, float(stochastic_depth_drop_rate), frozen_bn=frozen_bn,
                                      freeze_at=freeze_at)
         kwargs.setdefault("name", f"{plan.spec_name}_{plan.variant}".replace(".", "_"))

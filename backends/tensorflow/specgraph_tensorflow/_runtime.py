@@ -256,7 +256,8 @@ class SqueezeExcite(tf_keras.layers.Layer):
 
 class Upsample(tf_keras.layers.Layer):
     """``nearest``: repeat each pixel ``factor x factor``, crop to ``ceil(image / 2**level)``; ``bilinear``: resize
-    to that size (``tf.image.resize``, half-pixel centres).
+    to that size (``tf.image.resize``, half-pixel centres). ``level`` counts from the reference ``image``'s: a
+    decoder's reference is its finest input.
 
     Called on ``[x, image]``: the crop size comes from the image at run time, so one
     model serves every input size (at sizes divisible by ``2**max_level`` the crop is a no-op).
@@ -268,21 +269,24 @@ class Upsample(tf_keras.layers.Layer):
             raise ValueError(f"unknown upsampling mode {mode!r}; known: nearest, bilinear")
         self.factor, self.level, self.mode = factor, level, mode
 
+    def _at_level(self, n: Any) -> Any:
+        # ceil(n / 2**level); a level below the reference's (a decoder's finest input stands for the image):
+        # n * 2**-level.
+        return (n + 2**self.level - 1) // 2**self.level if self.level >= 0 else n * 2 ** (-self.level)
+
     @no_autograph
     def call(self, inputs: list[tf.Tensor], training: Any = None) -> tf.Tensor:
         x, image = inputs
         if self.mode == "bilinear":
-            step = 2**self.level
-            size = [(tf.shape(image)[1] + step - 1) // step, (tf.shape(image)[2] + step - 1) // step]
+            size = [self._at_level(tf.shape(image)[1]), self._at_level(tf.shape(image)[2])]
             return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
         f = self.factor
         n, h, w, c = (dim(x, i) for i in range(4))
         y = tf.reshape(x, [n, h, 1, w, 1, c])
         y = tf.tile(y, [1, 1, f, 1, f, 1])
         y = tf.reshape(y, [n, h * f, w * f, c])
-        step = 2**self.level
-        th = (dim(image, 1) + step - 1) // step
-        tw = (dim(image, 2) + step - 1) // step
+        th = self._at_level(dim(image, 1))
+        tw = self._at_level(dim(image, 2))
         if isinstance(th, int) and isinstance(tw, int) and isinstance(h, int) and isinstance(w, int) \
                 and (th, tw) == (h * f, w * f):
             return y
@@ -290,15 +294,14 @@ class Upsample(tf_keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> tf.TensorShape:
         x, image = (tf.TensorShape(s) for s in input_shape)
-        step = 2**self.level
 
         def size(n: int | None, limit: int | None) -> int | None:
             # The crop: ceil(image / 2**level), never more than the repeated size (a resize: exactly it).
             if self.mode == "bilinear":
-                return None if n is None else -(-n // step)
+                return None if n is None else self._at_level(n)
             if n is None or limit is None:
                 return None  # a crop of an unknown size, as tracing would infer
-            return min(-(-n // step), limit * self.factor)
+            return min(self._at_level(n), limit * self.factor)
 
         return tf.TensorShape([x[0], size(image[1], x[1]), size(image[2], x[2]), x[3]])
 

@@ -30,6 +30,9 @@ SIGNATURE = "serving_default"
 
 def _require_model(model: Any) -> None:
     ArgumentError.expect(model, tf_keras.Model, "model", "a Keras model (specgraph_tensorflow.compile)")
+    plan = getattr(model, "plan", None)
+    if plan is not None:
+        plan.require_image("a serving function, SavedModel or TFLite export")
 
 
 def _serving(model: Any, spec: tf.TensorSpec) -> tuple[Any, dict[str, str]]:

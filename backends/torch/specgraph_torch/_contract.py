@@ -4,6 +4,7 @@ conformance suite drives: numpy in, numpy out, so one suite checks every backend
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -19,10 +20,14 @@ __all__ = ["apply_activation", "apply_fusion", "count_parameters", "emitted_mode
 
 
 def predict(model: torch.nn.Module, images: Any) -> dict[str, np.ndarray]:
-    """Eval-mode inference on NCHW float32 numpy images: ``{level: NCHW array}``."""
+    """Eval-mode inference on NCHW float32 numpy images (a decoder: ``{level: NCHW features}``):
+    ``{level: NCHW array}``."""
     model.eval()
     with torch.no_grad():
-        out = model(torch.as_tensor(np.asarray(images, dtype=np.float32)))
+        if isinstance(images, Mapping):
+            out = model({level: torch.as_tensor(np.asarray(x, dtype=np.float32)) for level, x in images.items()})
+        else:
+            out = model(torch.as_tensor(np.asarray(images, dtype=np.float32)))
     return {level: t.numpy() for level, t in out.items()}
 
 

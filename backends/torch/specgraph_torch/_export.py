@@ -48,6 +48,7 @@ def optimize_for_inference(model: SpecgraphModel, channels_last: bool = True,
     Both in eval mode, channels-last unless ``channels_last=False``.
     """
     ArgumentError.expect(model, SpecgraphModel, "model", "a SpecgraphModel (specgraph_torch.compile)")
+    model.plan.require_image("optimize_for_inference")
     if fuse:
         return InferenceNet(model, channels_last=channels_last)
     model = copy.deepcopy(model).eval()
@@ -108,6 +109,7 @@ def export(model: SpecgraphModel, example: torch.Tensor, *, dynamic: bool = True
     fixed to the example's shape. ``dynamic_shapes=`` in ``kwargs`` overrides both.
     """
     _expect_model_and_example(model, example)
+    model.plan.require_image("export")
     if dynamic and "dynamic_shapes" not in kwargs:
         kwargs["dynamic_shapes"] = dynamic_shapes(model)
     return torch.export.export(model.eval(), (_trace_example(model, example, dynamic),), **kwargs)
@@ -120,6 +122,7 @@ def to_onnx(model: SpecgraphModel, path: str | Path, example: torch.Tensor, *, d
     ``dynamic=True``: dimensions ``batch``, ``height``, ``width`` are symbolic, as in :func:`export`.
     """
     _expect_model_and_example(model, example)
+    model.plan.require_image("to_onnx")
     ArgumentError.expect(path, (str, os.PathLike), "path", "a file path")
     names = [output_name(level) for level, _ in model.plan.endpoints]
     kwargs.setdefault("dynamo", True)

@@ -7,7 +7,7 @@ State-dict layout (see README): ``nodes.<node>.ops.<i>`` for stem/endpoint ops,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -144,6 +144,7 @@ class SpecgraphModel(nn.Module):
         # Plain-Python wiring so forward() is a static loop (traceable, exportable).
         self._wiring = [(n.name, n.kind, tuple(e.source for e in n.inputs)) for n in plan.nodes]
         self._outputs = tuple(plan.endpoints)
+        self._inputs = tuple(plan.inputs)  # a decoder's: (level, input node)
         self.channels_last = False  # set by optimize_for_inference: inputs are converted on entry
 
     # --- construction -------------------------------------------------------------------
@@ -185,6 +186,8 @@ class SpecgraphModel(nn.Module):
         where = f"{node.name} ({node.spec_path})"
         if node.kind == "stem":
             return self._chain(node.ops, 0, where)
+        if node.kind == "input":  # a decoder's feature map, taken as it is
+            return nn.Identity()
         if node.kind == "endpoint":
             return self._chain(node.ops, node.level, where)
         if node.kind not in ("stem_block", "block"):
@@ -200,13 +203,20 @@ class SpecgraphModel(nn.Module):
         return BlockNode(inputs, units, node.fusion, self._act() if node.fusion_activation else None, ops, shape)
 
     # --- forward ------------------------------------------------------------------------
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        image_hw = (images.shape[-2], images.shape[-1])
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+    def forward(self, images: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``images`` (N, C, H, W) -> ``{level: features}``; a decoder's plan takes ``{level: features}`` instead
+        (e.g. a backbone's outputs), one map per level of ``plan.inputs``."""
         feats: dict[str, torch.Tensor] = {}
+        if self._inputs:
+            feats, image_hw = self._taken(images)
+        else:
+            image_hw = (images.shape[-2], images.shape[-1])
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
         for name, kind, sources in self._wiring:
             module = self.nodes[name]
+            if kind == "input":
+                continue
             if kind == "stem":
                 feats[name] = module(images, image_hw)
             elif kind == "endpoint":
@@ -214,6 +224,25 @@ class SpecgraphModel(nn.Module):
             else:
                 feats[name] = module([feats[s] for s in sources], image_hw)
         return {level: feats[name] for level, name in self._outputs}
+
+    def _taken(self, features: Any) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
+        """A decoder's inputs by node name, and the image size they stand for: the finest one's size times its
+        stride (upsampling crops to ``ceil(image / 2**level)``, which that size gives at every coarser level)."""
+        if not isinstance(features, Mapping):
+            raise BackendError(f"this model is a decoder ({self.plan.spec_name}): call it on {{level: features}} "
+                               f"with levels {', '.join(level for level, _ in self._inputs)}, not on "
+                               f"{type(features).__name__}")
+        missing = [level for level, _ in self._inputs if level not in features]
+        if missing:
+            raise BackendError(f"{self.plan.spec_name}: no features at level(s) {', '.join(missing)}; it takes "
+                               f"{', '.join(level for level, _ in self._inputs)} (keys are level strings, as a "
+                               "backbone's outputs)")
+        feats = {name: features[level] for level, name in self._inputs}
+        if self.channels_last:
+            feats = {k: v.contiguous(memory_format=torch.channels_last) for k, v in feats.items()}
+        level, name = min(self._inputs, key=lambda item: int(item[0]))
+        x = feats[name]
+        return feats, (x.shape[-2] * 2 ** int(level), x.shape[-1] * 2 ** int(level))
 
     # --- ecosystem contracts ------------------------------------------------------------
     @property

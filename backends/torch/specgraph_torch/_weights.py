@@ -258,7 +258,7 @@ def _read(source: Any, plan: Plan) -> tuple[dict[str, Any], str | None, set[str]
         return _from_checkpoint(path, plan), path, None
     if isinstance(source, tuple | list) or hasattr(source, "weights"):
         backbone, decoder = modelgarden_parts(source, plan)
-        values = _from_keras(backbone)
+        values = _from_keras(backbone) if backbone is not None else {}
         theirs = _from_keras(decoder) if decoder is not None else {}
         twice = sorted(set(values) & set(theirs))
         if twice:

@@ -23,6 +23,7 @@ class TorchvisionBackbone(nn.Module):
 
     def __init__(self, model: SpecgraphModel) -> None:
         super().__init__()
+        model.plan.require_image("TorchvisionBackbone")
         if model.out_channels is None:
             widths = ", ".join(f"{f.level}: {f.channels}" for f in model.feature_info)
             raise BackendError(Problem(
