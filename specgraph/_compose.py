@@ -68,8 +68,9 @@ def is_composition(data: Any) -> bool:
 _LOADING: list[str] = []  # the composition files being loaded, innermost last: a file may not compose itself
 
 
-def compose(data: dict[str, Any], source: Any, describe: Any, limits: Any) -> dict[str, Any]:
-    """The plain data of the spec ``data`` (a composition read from ``source``) composes; located errors."""
+def compose(data: dict[str, Any], source: Any, describe: Any, limits: Any) -> tuple[dict[str, Any], Any]:
+    """The plain data of the spec ``data`` (a composition read from ``source``) composes, and the source that
+    locates a problem in a part's block or cell in that part; located errors."""
     try:
         comp = Composition.model_validate(data)
     except ValidationError as exc:
@@ -88,7 +89,11 @@ def compose(data: dict[str, Any], source: Any, describe: Any, limits: Any) -> di
     finally:
         if key is not None:
             _LOADING.pop()
-    return _Composer(comp, source, backbone, decoders).run()
+    composer = _Composer(comp, source, backbone, decoders)
+    composed = composer.run()
+    return composed, composer.located(["" if isinstance(comp.backbone, str) else "backbone."]
+                                      + ["" if isinstance(ref, str) else f"decoders[{i}]."
+                                         for i, ref in enumerate(comp.decoders)])
 
 
 def _load_part(ref: str | dict[str, Any], where: str, source: Any, base: Path, limits: Any) -> Spec:
@@ -117,6 +122,8 @@ class _Composer:
         self.problems: list[Problem] = []
         self.names: dict[str, str] = {}  # every node name so far -> the part it is in
         self.widths: list[tuple[str, str]] = []  # the endpoint convs' widths: (width name, the spec they come from)
+        # composed "blocks[i]" / "cells[k]" -> (index of the part: 0 the backbone, its own "blocks[j]")
+        self.origins: dict[str, tuple[int, str]] = {}
 
     def fail(self, path: str, message: str) -> None:
         self.problems.append(self.source.problem(path, message))
@@ -141,6 +148,7 @@ class _Composer:
         own_last = backbone.parts[-1] if backbone.parts else backbone.name  # where its untagged blocks are
         blocks = [dict(b, part=b["part"] or own_last) for b in data["blocks"]]
         cells = [dict(c, part=c["part"] or own_last) for c in data["cells"]]
+        self._came_from(0, 0, len(blocks), 0, len(cells))
         exports = self._exports(backbone, own_last, blocks)
         resample = dict(data["resample"])
         for i, decoder in enumerate(self.decoders):
@@ -165,6 +173,7 @@ class _Composer:
                               f"`prefix = {{ {decoder.name} = \"{decoder.name}_\" }}`")
                 self.names[name] = decoder.name
             self.raise_if_failed()
+            self._came_from(i + 1, len(blocks), len(own), len(cells), len(own_cells))
             blocks += own
             cells += own_cells
             if i + 1 < len(self.decoders):
@@ -181,6 +190,19 @@ class _Composer:
         if self.problems:
             raise SpecValidationError(self.problems)
 
+    def _came_from(self, part: int, block_at: int, blocks: int, cell_at: int, cells: int) -> None:
+        self.origins.update({f"blocks[{block_at + j}]": (part, f"blocks[{j}]") for j in range(blocks)})
+        self.origins.update({f"cells[{cell_at + k}]": (part, f"cells[{k}]") for k in range(cells)})
+
+    def located(self, prefixes: list[str]) -> Any:
+        """The composed spec's source: its parts' blocks and cells located in the parts (``prefixes``: how each
+        part's paths read here, ``decoders[0].`` for one written inline)."""
+        from ._loader import PartsSource
+
+        parts = [self.backbone, *self.decoders]
+        return PartsSource(self.source.file, self.source.lines, {
+            key: (parts[part]._source, prefixes[part], own) for key, (part, own) in self.origins.items()
+            if parts[part]._source is not None})
     @staticmethod
     def _node_names(spec: Spec) -> list[str]:
         from ._graph import build_graph

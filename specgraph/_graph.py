@@ -185,7 +185,7 @@ class _Builder:
         dag.add_node(name, path=path, **attrs)
 
     def _add_block(self, dag: nx.DiGraph, block: Block, name: str, path: str, index: int, output: bool,
-                   part: str | None = None) -> None:
+                   part: str | None = None, shares: str | None = None) -> None:
         part = block.part or part
         if part is not None and part not in self.spec.parts:
             where = f"{path}.part" if block.part else f"{path.rsplit('.blocks[', 1)[0]}.part"
@@ -201,7 +201,7 @@ class _Builder:
         ops = tuple(block.ops) if block.ops is not None else None
         self._add_node(dag, name, path, kind="block", index=index, level=block.level, type=block.type,
                        output=output, repeats=block.repeats, ops=ops, filters=block.filters,
-                       fusion=block.fusion or self.spec.fusion.method, part=self.part_of(part))
+                       fusion=block.fusion or self.spec.fusion.method, part=self.part_of(part), shares=shares)
         method = block.fusion or self.spec.fusion.method
         where = f"{path}.fusion" if block.fusion else f"{path}.inputs"
         if len(block.inputs) < FUSIONS[method].min_inputs:
@@ -276,8 +276,10 @@ class _Builder:
             count = self.repeats[cell.name]
             for r in range(1, count + 1):
                 for j, block in enumerate(cell.blocks):
+                    # A shared cell's later repetitions run the first's weights (the planner checks they fit).
+                    shares = cell_node(cell.name, 1, block.name) if cell.shared and r > 1 else None
                     self._add_block(dag, block, cell_node(cell.name, r, block.name), f"{where}.blocks[{j}]", index,
-                                    block.output and r == count, cell.part)
+                                    block.output and r == count, cell.part, shares)
                     index += 1
                 for j, block in enumerate(cell.blocks):
                     refs = []

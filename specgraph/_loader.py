@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,26 @@ class Source:
 
     def problem(self, path: str, message: str) -> Problem:
         return Problem(message, path, self.file, self.line_of(path))
+
+
+_PART_ITEM = re.compile(r"(?:blocks|cells)\[\d+\]")
+
+
+@dataclass
+class PartsSource(Source):
+    """A composition's source: a problem in a block or cell that a part brought in is located in that part's file
+    (or, for a part written inline, in the composition under its ``decoders[i].``)."""
+
+    # composed "blocks[12]" / "cells[1]" -> (the part's source, the prefix of its paths here, its own "blocks[3]")
+    origins: dict[str, tuple[Source, str, str]] = field(default_factory=dict)
+
+    def problem(self, path: str, message: str) -> Problem:
+        item = _PART_ITEM.match(path)
+        if item is None or item.group() not in self.origins:
+            return super().problem(path, message)
+        source, prefix, own = self.origins[item.group()]
+        located = source.problem(own + path[item.end():], message)
+        return replace(located, path=prefix + located.path)
 
 
 # ---------------------------------------------------------------- limits
@@ -484,7 +504,7 @@ def validate_data(data: Mapping[str, Any], source: Source | None = None, *, limi
         source = Source()
         _check_values(data, source, limits)
     if is_composition(data):  # a backbone and decoders: their specs joined into one
-        data = compose(dict(data), source, _describe, limits)
+        data, source = compose(dict(data), source, _describe, limits)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:

@@ -320,6 +320,14 @@ class Node:
     output_level: int | None = None
     spec_path: str = ""
     part: str | None = None  # the part of a composed network it is in (a spec's name); None: a spec of one part
+    shares: str | None = None  # the earlier node whose weights it runs (a shared cell's later repetitions)
+
+    @property
+    def weight_shapes(self) -> tuple:
+        """What a node's weights are made for: its inputs' resampling, fusion, units and ops (names, sources and
+        stochastic depth left out). A node that ``shares`` another's weights has the same."""
+        return (tuple(e.ops for e in self.inputs), self.fusion, self.fusion_activation, self.units, self.ops,
+                self.kind, self.block_type)
 
     @property
     def fused_level(self) -> int:
@@ -443,7 +451,8 @@ class Plan:
         What a backend relies on without re-deriving it: unique node names; every input an earlier
         node; each op chain's channels continue from the source and end at what the node consumes;
         levels follow the strides and factors; every size is ``ceil(input / 2**level)``; the units
-        chain to the node's channels; endpoints name endpoint nodes. The planner's plans always pass;
+        chain to the node's channels; a node that ``shares`` weights names an earlier owner of the same
+        :attr:`Node.weight_shapes`; endpoints name endpoint nodes. The planner's plans always pass;
         a plan built by hand or read with :meth:`from_dict` may not.
         """
         problems: list[Problem] = []
@@ -560,6 +569,13 @@ class Plan:
                 previous, level = unit.out_channels, out_level
             if node.units and previous != node.channels:
                 bad(path, f"its units end at {previous} channels; the node says {node.channels}")
+            if node.shares is not None:
+                owner = seen.get(node.shares)
+                if owner is None or owner.shares is not None:
+                    bad(f"{path}.shares", f"{node.shares!r} is not an earlier node with weights of its own")
+                elif owner.weight_shapes != node.weight_shapes:
+                    bad(f"{path}.shares", f"its ops, units or inputs' resampling differ from {node.shares!r}'s, "
+                                          "so it cannot run that node's weights")
             seen[node.name] = node
         for key, name in self.endpoints:
             node = seen.get(name)
@@ -604,6 +620,8 @@ class Plan:
         for node in data["nodes"]:
             if node["part"] is None:  # likewise for plans of one part
                 del node["part"]
+            if node["shares"] is None:  # and for nodes with weights of their own
+                del node["shares"]
         if not data["inputs"]:  # and for plans of an image
             del data["inputs"]
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -621,6 +639,8 @@ class Plan:
             if n.units:
                 u = n.units[0]
                 parents += f" -> {n.block_type} x{len(n.units)} (filters {u.filters})"
+            if n.shares:
+                parents += f" (weights of {n.shares})"
             kind = n.kind + (f" (out {n.output_level})" if n.output_level is not None else "")
             rows.append((n.name, kind, str(n.level), size, str(n.channels), parents))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]

@@ -6,6 +6,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import networkx as nx
@@ -207,8 +208,9 @@ class _Planner:
         whole = tuple(range(self.lo, self.hi + 1))
         for level in whole if all(lvl in outputs for lvl in whole) else self.levels:
             self._endpoint(level, outputs[level])
+        self._check_shared()
         live = self._live()
-        nodes = tuple(n for n in self.nodes.values() if n.name in live)
+        nodes = self._owners(tuple(n for n in self.nodes.values() if n.name in live))
         pruned = tuple(n.name for n in self.nodes.values() if n.name not in live and n.kind != "endpoint")
         # Kept whole, with their build-order index: loaders replay Model Garden's layers from the plan alone.
         pruned_nodes = tuple((i, n) for i, n in enumerate(self.nodes.values()) if n.name not in live)
@@ -221,6 +223,39 @@ class _Planner:
             pruned=pruned, pruned_nodes=pruned_nodes,
             inputs=tuple((str(i.level), i.name) for i in spec.inputs),
         )
+
+    def _check_shared(self) -> None:
+        """A shared cell's later repetitions must fit the first's weights: same resampling, fusion, units, ops."""
+        problems = []
+        for node in self.nodes.values():
+            owner = self.nodes.get(node.shares) if node.shares else None
+            if owner is None or owner.weight_shapes == node.weight_shapes:
+                continue
+            differs = next((f"its input {j} ({b.source}) is brought in by [{b.describe()}], the first's by "
+                            f"[{a.describe()}]" for j, (a, b) in enumerate(zip(owner.inputs, node.inputs,
+                                                                              strict=True)) if a.ops != b.ops),
+                           "its ops or units differ from the first's")
+            cell = node.spec_path.rsplit(".blocks[", 1)[0]
+            message = (f"{node.name} cannot run the weights of {owner.name}: {differs}; give the cell's inputs the "
+                       "widths and levels of the outputs that replace them (e.g. a 1x1 conv block before the cell), "
+                       "or drop `shared`")
+            problems.append(self.spec._source.problem(f"{cell}.shared", message) if self.spec._source is not None
+                            else Problem(message, f"{cell}.shared"))
+            break  # the first repetition that differs says it; the later ones differ the same way
+        if problems:
+            raise PlanError(problems)
+
+    @staticmethod
+    def _owners(nodes: tuple[Node, ...]) -> tuple[Node, ...]:
+        """Weights shared with a pruned node are owned by the first built node that runs them."""
+        owner: dict[str, str] = {}
+        kept = []
+        for node in nodes:
+            key = node.shares or node.name
+            shares = owner.setdefault(key, node.name)
+            shares = None if shares == node.name else shares
+            kept.append(node if shares == node.shares else replace(node, shares=shares))
+        return tuple(kept)
 
     def _live(self) -> set[str]:
         dag = nx.DiGraph()
@@ -299,9 +334,14 @@ class _Planner:
         self.nodes[name] = Node(
             name, "block", level, _size_at(self.size, level), channels, tuple(edges),
             block_type=block_type, units=units, fusion=attrs["fusion"],
-            fusion_activation=spec.fusion.activation, drop_fraction=(attrs["index"] + 1) / body_count,
+            fusion_activation=spec.fusion.activation, drop_fraction=(self._index(attrs) + 1) / body_count,
             output_level=level if self._is_output(attrs) else None, part=attrs["part"], spec_path=attrs["path"],
+            shares=attrs["shares"],
         )
+
+    def _index(self, attrs: dict) -> int:
+        """A block's place in its part; a shared cell's later repetitions run the first's stochastic depth too."""
+        return self.graph.dag.nodes[attrs["shares"]]["index"] if attrs.get("shares") else attrs["index"]
 
     def _op_block(self, name: str, attrs: dict) -> None:
         """A block of single ops (FPN, NAS-FPN, BiFPN nodes). One input is taken as it is; of several, each whose
@@ -358,7 +398,8 @@ class _Planner:
         self.nodes[name] = Node(
             name, "block", level, _size_at(self.size, level), c, tuple(edges), ops=tuple(node_ops),
             fusion=attrs["fusion"], fusion_activation=False,
-            output_level=level if self._is_output(attrs) else None, part=attrs["part"], spec_path=attrs["path"])
+            output_level=level if self._is_output(attrs) else None, part=attrs["part"], spec_path=attrs["path"],
+            shares=attrs["shares"])
 
     def _resample(self, parent: Node, level: int, channels: int) -> tuple[Op, ...]:
         policy = self.spec.resample

@@ -150,6 +150,8 @@ def _node_tooltip(plan: Plan, node: Node) -> str:
         lines.append(", ".join(op.describe() for op in node.ops))
     if node.output_level is not None:
         lines.append(f"output block of level {node.output_level}")
+    if node.shares:
+        lines.append(f"runs the weights of {node.shares}")
     if node.spec_path:
         lines.append(node.spec_path)
     # each line made visible on its own: the tooltip keeps its line breaks, the names cannot add any

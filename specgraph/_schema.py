@@ -217,11 +217,13 @@ class Block(_Model):
 
 
 class Cell(_Model):
-    """Blocks repeated ``repeats`` times, each repetition with its own weights (NAS-FPN's and BiFPN's cells).
+    """Blocks repeated ``repeats`` times, each repetition with its own weights (NAS-FPN's and BiFPN's cells), or
+    with ``shared = true`` all running the first repetition's weights (a recurrent cell).
 
     The blocks are written once, as the first repetition: a block input named in ``inputs`` is, in every
     later repetition, the previous repetition's block at the same place in ``outputs``. Repetition r of
     block ``b`` of cell ``c`` is the node ``c_r/b``; ``output = true`` marks the last repetition's block.
+    Shared weights need every repetition's blocks to take what the first's take: inputs of the cell's widths.
     """
 
     name: Name
@@ -230,6 +232,7 @@ class Cell(_Model):
     outputs: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=16)]
     blocks: Annotated[list[Block], Field(min_length=1, max_length=256)]
     part: Name | None = None  # as a block's `part`
+    shared: Flag = False  # every repetition runs the first repetition's weights
 
 
 class ExternalInput(_Model):

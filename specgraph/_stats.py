@@ -130,6 +130,8 @@ def _node(node: Node) -> NodeStats:
     if node.fusion is not None and (len(node.inputs) > 1 or weighted or node.fusion_activation):
         # the sum (and the weighted inputs), then its activation
         total += _maps(node.size, node.channels, max(1, node.fusion_activation + (len(node.inputs) if weighted else 0)))
+    if node.shares is not None:  # it runs (and costs MACs like) the node it shares with; its weights are counted there
+        total = _Count(0, 0, total.macs, total.activations)
     return NodeStats(node.name, node.kind, node.level, total.trainable + total.non_trainable, total.trainable,
                      total.non_trainable, total.macs, total.activations * BYTES_PER_VALUE)
 

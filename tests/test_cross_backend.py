@@ -167,6 +167,18 @@ def test_decoders_alone_agree(decoder: str, variant: str) -> None:
     assert max(backward.values()) <= TOLERANCE, backward
 
 
+def test_shared_cell_weights_agree() -> None:
+    """tests/data/shared_cells.toml: a shared pair of block groups and a shared BiFPN-like cell; each backend runs
+    one set of weights per shared block (the TF model holds as many as stats counts) and they move both ways."""
+    plan = specgraph.plan(specgraph.load(DATA / "shared_cells.toml"), input_size=(64, 96))
+    tf_model = specgraph.compile(plan, backend="tensorflow")
+    assert tf_model.count_params() == specgraph.stats(plan).params
+    assert not any("pyramid_2" in name for name in specgraph_tensorflow.weights_dict(tf_model))
+    forward, backward = _both_ways(plan, (64, 96))
+    assert max(forward.values()) <= TOLERANCE, forward
+    assert max(backward.values()) <= TOLERANCE, backward
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATION_FORMULAS))
 def test_every_activation_and_block_type_agrees(activation: str) -> None:
     """tests/data/small.toml has every block type (residual, bottleneck, mbconv with SE), a merge edge,

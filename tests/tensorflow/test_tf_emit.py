@@ -327,3 +327,20 @@ def test_emitted_model_starts_from_the_compiled_models_distribution():
         values = np.concatenate(parts)
         assert values.size >= 1000, key
         assert abs(float(values.std()) - 1.0) < 0.05, (key, float(values.std()))
+
+
+def test_emitted_model_runs_shared_cell_weights_once() -> None:
+    """tests/data/shared_cells.toml: the emitted model holds one set of weights per shared block, as the backend's
+    model does (same names, same count), and gives the same outputs."""
+    plan = specgraph.plan(specgraph.load(Path(__file__).parents[1] / "data" / "shared_cells.toml"),
+                          input_size=(64, 96))
+    source = emit(plan, "tensorflow")
+    _check_imports(source)
+    model = specgraph.compile(plan, backend="tensorflow")
+    _randomise(model, seed=5)
+    emitted = sgt.emitted_model(source, model)
+    assert [w.name for w in emitted.weights] == [w.name for w in model.weights]
+    assert emitted.count_params() == model.count_params() == specgraph.stats(plan).params
+    images = np.random.default_rng(0).normal(0.0, 1.0, (2, 64, 96, 3)).astype(np.float32)
+    want, got = model(images, training=False), emitted(images, training=False)
+    assert max(float(np.abs(got[k].numpy() - want[k].numpy()).max()) for k in want) <= 1e-6

@@ -56,35 +56,47 @@ class _Builder:
         self.slots: dict[str, tf_keras.layers.Layer] = {}
         # Node name -> its weight-bearing layers (a node name may hold "/", so keys are not split).
         self.node_slots: dict[str, list[tf_keras.layers.Layer]] = {}
+        # Node name -> every layer it made, in order; a node that shares another's weights calls those instead.
+        self.made: dict[str, list[tf_keras.layers.Layer]] = {}
+        self._making: list[tf_keras.layers.Layer] = []
+        self._reusing: Any = None  # an iterator over the owner's layers while a sharing node is wired
         # Upsampling crops to ceil(image / 2**level), the image's size read from a reference tensor at run time:
         # the image, or a decoder's finest input (level counted from its own).
         self.reference_level = min((int(level) for level, _ in plan.inputs), default=0)
 
+    def layer(self, key: str | None, make: Any) -> tf_keras.layers.Layer:
+        """A new layer from ``make()`` (a weight slot under ``key``), or the owner's next one for a sharing node."""
+        if self._reusing is not None:
+            return next(self._reusing)
+        layer = make()
+        self._making.append(layer)
+        if key is not None:
+            self.slots[key] = layer
+        return layer
+
     def op(self, op: Op, x: tf.Tensor, image: tf.Tensor, key: str, name: str, level: int, *,
            resample: bool) -> tf.Tensor:
         if isinstance(op, SeparableConv):
-            layer = ConvNormAct(op.out_channels, op.kernel, op.stride, options=self.options, separable=True,
-                                norm=op.norm, activation=op.activation, bias=op.bias, name=name)
-            self.slots[key] = layer
-            return layer(x)
+            return self.layer(key, lambda: ConvNormAct(
+                op.out_channels, op.kernel, op.stride, options=self.options, separable=True, norm=op.norm,
+                activation=op.activation, bias=op.bias, name=name))(x)
         if isinstance(op, Norm | Activation):
-            layer = NormAct(options=self.options, norm=isinstance(op, Norm), activation=isinstance(op, Activation),
-                            function=getattr(op, "function", ""), name=name)
-            if isinstance(op, Norm):
-                self.slots[key] = layer
-            return layer(x)
+            return self.layer(key if isinstance(op, Norm) else None, lambda: NormAct(
+                options=self.options, norm=isinstance(op, Norm), activation=isinstance(op, Activation),
+                function=getattr(op, "function", ""), name=name))(x)
         if isinstance(op, Conv):
             if op.groups != 1 and not op.depthwise:
                 raise BackendError(f"{key}: grouped conv with groups={op.groups} is not supported")
-            layer = ConvNormAct(op.out_channels, op.kernel, op.stride, options=self.options, depthwise=op.depthwise,
-                             norm=op.norm, activation=op.activation, bias=op.bias,
-                             depthwise_initializer=RESAMPLE_DEPTHWISE_INIT if resample else None, name=name)
-            self.slots[key] = layer
-            return layer(x)
+            return self.layer(key, lambda: ConvNormAct(
+                op.out_channels, op.kernel, op.stride, options=self.options, depthwise=op.depthwise, norm=op.norm,
+                activation=op.activation, bias=op.bias,
+                depthwise_initializer=RESAMPLE_DEPTHWISE_INIT if resample else None, name=name))(x)
         if isinstance(op, MaxPool):
-            return tf_keras.layers.MaxPool2D(op.kernel, op.stride, padding="same", name=name)(x)
+            return self.layer(None, lambda: tf_keras.layers.MaxPool2D(op.kernel, op.stride, padding="same",
+                                                                      name=name))(x)
         if isinstance(op, Upsample):
-            return UpsampleLayer(op.factor, level - self.reference_level, op.mode, name=name)([x, image])
+            return self.layer(None, lambda: UpsampleLayer(op.factor, level - self.reference_level, op.mode,
+                                                          name=name))([x, image])
         raise BackendError(f"{key}: unknown op {op!r}")
 
     def edge(self, edge: Edge, index: int, x: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
@@ -97,9 +109,8 @@ class _Builder:
     def units(self, node: Node, x: tf.Tensor) -> tf.Tensor:
         rate = self.drop_rate * node.drop_fraction if node.drop_fraction else 0.0
         for u, unit in enumerate(node.units):
-            layer = make_unit(unit, rate, self.options, name=f"{self.names[node.name]}_unit{u}")
-            self.slots[unit_slot(node.name, u)] = layer
-            x = layer(x)
+            x = self.layer(unit_slot(node.name, u), lambda: make_unit(
+                unit, rate, self.options, name=f"{self.names[node.name]}_unit{u}"))(x)  # noqa: B023 (called here)
         return x
 
     def build(self, image: tf.Tensor | dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -113,7 +124,9 @@ class _Builder:
             if node.kind == "input":
                 continue
             first = len(self.slots)
+            self._making, self._reusing = [], iter(self.made[node.shares]) if node.shares else None
             tensors[node.name] = self.node(node, tensors, image)
+            self.made[node.name] = self._making
             self.node_slots[node.name] = list(self.slots.values())[first:]
         return {level: tensors[name] for level, name in self.plan.endpoints}
 
@@ -130,10 +143,9 @@ class _Builder:
         if node.kind == "block":
             parents = [self.edge(e, j, tensors[e.source], image) for j, e in enumerate(node.inputs)]
             shape = fusion_weight_shape(node.fusion, len(node.inputs), node.fused_channels)
-            fuse = Fuse(node.fusion or "sum", len(parents), self.options.activation if node.fusion_activation
-                        else None, shape, name=f"{self.names[node.name]}_fuse")
-            if shape is not None:
-                self.slots[fuse_slot(node.name)] = fuse
+            fuse = self.layer(fuse_slot(node.name) if shape is not None else None, lambda: Fuse(
+                node.fusion or "sum", len(parents), self.options.activation if node.fusion_activation else None,
+                shape, name=f"{self.names[node.name]}_fuse"))
             x = self.units(node, fuse(parents))
             for k, op in enumerate(node.ops):  # an op block's ops
                 level = node.fused_level + sum(o.level_step for o in node.ops[:k + 1])

@@ -52,7 +52,7 @@ _TEMPLATE_NAMES = {"annotations", "Any", "tf", "tf_keras", "ACTIVATION", "NORM_M
                    "RESAMPLE_DEPTHWISE_INITIALIZER", "MODEL_NAME", "INPUT_CHANNELS", "SPEC_NAMES", "LAYER_NAMES",
                    "ACT", "activation_fn", "apply_ops", "build_model", "input_shape", "stochastic_depth_drop_rate",
                    "name", "rate", "image", "outputs", "x", "layer", "layers", "SLOTS", "WeightsError",
-                   "weights_dict", "load_npz", *ACTIVATION_FUNCTIONS}
+                   "weights_dict", "load_npz", "once", "built", *ACTIVATION_FUNCTIONS}
 
 
 @functools.cache
@@ -141,8 +141,13 @@ def _op(op: Op, name: str, level: int, resample: bool) -> str:
     raise BackendError(f"{name}: cannot emit op {type(op).__name__}")
 
 
+def _once(layer: str, shared: bool) -> str:
+    """A layer of a node whose weights are shared: made by its first caller, found by name by the others."""
+    return f"once(built, {layer})" if shared else layer
+
+
 def _ops(x: str, ops: tuple, prefix: str, level: int, resample: bool, indent: int, slot: tuple[str, int | None],
-         slots: dict[str, str], levels: bool = False) -> str:
+         slots: dict[str, str], levels: bool = False, shared: bool = False) -> str:
     """``apply_ops(x, image, op0, op1, ...)``: the ops run in order, as the backend's builder calls them.
     Each weighted op's slot (``op_slot(*slot, ...)``: node, input edge) -> its layer name goes into ``slots``.
     ``levels``: ``level`` is where the ops start, each op at the level it reaches (an op block's ops); else every
@@ -153,7 +158,7 @@ def _ops(x: str, ops: tuple, prefix: str, level: int, resample: bool, indent: in
     for k, op in enumerate(ops):
         if levels:
             level += op.level_step
-        layers.append(_op(op, f"{prefix}_op{k}", level, resample))
+        layers.append(_once(_op(op, f"{prefix}_op{k}", level, resample), shared))
     node, edge = slot
     slots.update({op_slot(node, k, edge): f"{prefix}_op{k}" for k, op in enumerate(ops) if _weighted(op)})
     if len(layers) == 1:
@@ -187,10 +192,10 @@ def _activations(plan: Plan) -> dict[str, str]:
     return values
 
 
-def _edges(node: Node, var: dict[str, str], prefix: str, slots: dict[str, str]) -> str:
+def _edges(node: Node, var: dict[str, str], prefix: str, slots: dict[str, str], shared: bool) -> str:
     pad = " " * 8
-    edges = [_ops(var[e.source], e.ops, f"{prefix}_in{j}", e.target_level, True, 8, (node.name, j), slots)
-             for j, e in enumerate(node.inputs)]
+    edges = [_ops(var[e.source], e.ops, f"{prefix}_in{j}", e.target_level, True, 8, (node.name, j), slots,
+                  shared=shared) for j, e in enumerate(node.inputs)]
     parts = "".join(f"\n{pad}{edge}," for edge in edges)
     return f"[{parts}\n    ]"
 
@@ -213,23 +218,29 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
     var = {node.name: names.add(node.name) for node in plan.nodes}
     lines = []
     slots: dict[str, str] = {}  # structural slot -> Keras layer name, in the backend's slot order
+    owners = {node.shares for node in plan.nodes if node.shares}
     for node in plan.nodes:
-        prefix, v = prefixes[node.name], var[node.name]
+        # A node that shares weights names its layers as its owner's (so `once` finds them) and has no slots.
+        prefix, v = prefixes[node.shares or node.name], var[node.name]
+        shared = node.name in owners or node.shares is not None
+        node_slots = slots if node.shares is None else {}
         if node.kind == "stem":
-            x = _ops("image", node.ops, prefix, node.level, False, 4, (node.name, None), slots)
+            x = _ops("image", node.ops, prefix, node.level, False, 4, (node.name, None), node_slots)
         elif node.kind == "stem_block":
             x = var[node.inputs[0].source]
         elif node.kind == "block":
             act = "ACT" if node.fusion_activation else "None"
             shape = fusion_weight_shape(node.fusion, len(node.inputs), node.fused_channels)
-            x = (f"Fuse({(node.fusion or 'sum')!r}, {len(node.inputs)}, {act}, {shape!r}, "
-                 f"name={prefix + '_fuse'!r})({_edges(node, var, prefix, slots)})")
+            fuse = _once(f"Fuse({(node.fusion or 'sum')!r}, {len(node.inputs)}, {act}, {shape!r}, "
+                         f"name={prefix + '_fuse'!r})", shared)
+            x = f"{fuse}({_edges(node, var, prefix, node_slots, shared)})"
             if shape is not None:  # only a fusion with weights has a slot (as in the backend)
-                slots[fuse_slot(node.name)] = f"{prefix}_fuse"
+                node_slots[fuse_slot(node.name)] = f"{prefix}_fuse"
             if node.ops:  # an op block's ops run on the fused inputs
-                x = _ops(x, node.ops, prefix, node.fused_level, False, 4, (node.name, None), slots, levels=True)
+                x = _ops(x, node.ops, prefix, node.fused_level, False, 4, (node.name, None), node_slots, levels=True,
+                         shared=shared)
         elif node.kind == "endpoint":
-            x = _ops(var[node.inputs[0].source], node.ops, prefix, node.level, False, 4, (node.name, None), slots)
+            x = _ops(var[node.inputs[0].source], node.ops, prefix, node.level, False, 4, (node.name, None), node_slots)
         else:
             raise BackendError(f"node {node.name}: unknown kind {node.kind!r}")
         drop = f", drop_rate=rate * {node.drop_fraction!r}" if node.drop_fraction else ""
@@ -238,8 +249,8 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
             if k or node.kind != "stem_block":  # a stem block's first unit takes its parent directly
                 statements.append(f"{v} = {x}")
                 x = v
-            x = f"{_unit(unit, drop, f'{prefix}_unit{k}')}({x})"
-            slots[unit_slot(node.name, k)] = f"{prefix}_unit{k}"
+            x = f"{_once(_unit(unit, drop, f'{prefix}_unit{k}'), shared)}({x})"
+            node_slots[unit_slot(node.name, k)] = f"{prefix}_unit{k}"
         statements.append(f"{v} = {x}")
         lines.append(_Line(_comment(node), tuple(statements)))
     loader = jinja2.PackageLoader("specgraph_tensorflow", "templates")
@@ -251,5 +262,5 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
         "names": sorted(names.origin.items()),
         "layer_names": [(node.name, prefixes[node.name]) for node in plan.nodes],
         "nodes": lines, "outputs": [(level, var[name]) for level, name in plan.endpoints],
-        "slots": list(slots.items()),
+        "slots": list(slots.items()), "shares_weights": bool(owners),
     })

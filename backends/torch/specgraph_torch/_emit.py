@@ -180,7 +180,9 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
             args = names[node.inputs[0].source]
         else:
             args = "[" + ", ".join(names[e.source] for e in node.inputs) + "]"
-        lines.append(_Line(node.name, var, args, _constructor(node, levels), _comment(node)))
+        # A node that shares weights is its owner's module (repr: a string literal, whatever the name holds).
+        constructor = f"self.nodes[{node.shares!r}]" if node.shares else _constructor(node, levels)
+        lines.append(_Line(node.name, var, args, constructor, _comment(node)))
     activations = _activations(plan)
     sources = kernel_sources(ACTIVATION_KERNELS, [f.removeprefix("act_") for f in activations.values()])
     loader = jinja2.PackageLoader("specgraph_torch", "templates")

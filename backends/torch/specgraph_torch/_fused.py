@@ -491,7 +491,11 @@ class InferenceNet(nn.Module):
         self.activation = model.activation
         self.onednn = onednn_available() if onednn is None else onednn
         self.channels_last = channels_last
-        self.nodes = nn.ModuleDict({name: self._lower(module) for name, module in model.nodes.items()})
+        lowered: dict[int, nn.Module] = {}  # a module shared by several nodes (shared weights) is lowered once
+        for module in model.nodes.values():
+            if id(module) not in lowered:
+                lowered[id(module)] = self._lower(module)
+        self.nodes = nn.ModuleDict({name: lowered[id(module)] for name, module in model.nodes.items()})
         self._wiring = model._wiring
         self._outputs = model._outputs
         if channels_last:

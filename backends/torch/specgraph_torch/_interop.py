@@ -27,6 +27,7 @@ from ._weights import (
     as_numpy,
     copy_into,
     from_tf_layout,
+    node_of,
     numpy_dtype,
     require_model,
     tf_shape,
@@ -82,12 +83,18 @@ def _layouts(model: nn.Module) -> dict[str, str]:
             for key, t in model.state_dict().items()}
 
 
+def _own_state(model: SpecgraphModel) -> dict[str, Any]:
+    """The state dict less the keys of nodes that share another's weights (the owner's keys name them)."""
+    sharing = {node.name for node in model.plan.nodes if node.shares}
+    return {key: t for key, t in model.state_dict().items() if not sharing or node_of(key) not in sharing}
+
+
 def to_structural(model: SpecgraphModel) -> dict[str, np.ndarray]:
     """Every weight and BN statistic as ``{shared name: array}`` (TensorFlow layouts)."""
     require_model(model)
     layouts = _layouts(model)
     out = {}
-    for key, tensor in model.state_dict().items():
+    for key, tensor in _own_state(model).items():
         name = structural_name(key)
         if name is not None:
             out[name] = to_tf_layout(tensor.detach().cpu().numpy(), layouts[key])
@@ -136,7 +143,7 @@ def load_structural(model: SpecgraphModel, arrays: Mapping[str, Any] | str | os.
         checked, report = select_weights(arrays, targets, strict=strict, prefix=prefix, file=file)
         copy_into(model, checked)
         return report
-    keys = {name: key for key in state if (name := structural_name(key)) is not None}
+    keys = {name: key for key in _own_state(model) if (name := structural_name(key)) is not None}
     targets = {name: Target(tf_shape(state[key].shape, layouts[key]), numpy_dtype(state[key].dtype), key)
                for name, key in keys.items()}
     checked, report = select_weights(arrays, targets, strict=strict, prefix=prefix, file=file)

@@ -2,7 +2,8 @@
 
 State-dict layout (see README): ``nodes.<node>.ops.<i>`` for stem/endpoint ops,
 ``nodes.<node>.inputs.<j>.ops.<i>`` for the resampling ops of a block's j-th input,
-``nodes.<node>.units.<k>.<conv>`` for its block-group units.
+``nodes.<node>.units.<k>.<conv>`` for its block-group units. A node that shares another's weights
+is the same module under its own name too (its keys hold the owner's tensors).
 """
 
 from __future__ import annotations
@@ -132,7 +133,10 @@ class SpecgraphModel(nn.Module):
 
         self._norm, self._act = norm, act
         self._levels = {n.name: n.level for n in plan.nodes}
-        self.nodes = nn.ModuleDict({n.name: self._build_node(n) for n in plan.nodes})
+        built: dict[str, nn.Module] = {}
+        for n in plan.nodes:  # a node that shares weights runs its owner's module (one set of parameters)
+            built[n.name] = built[n.shares] if n.shares else self._build_node(n)
+        self.nodes = nn.ModuleDict(built)
         del self._norm, self._act  # construction-time closures: the module must pickle (torch.save)
         # Frozen after construction, whatever the modules inside look like: a node's batch norms
         # become FrozenBatchNorm2d, and with freeze_at its parameters stop training too.

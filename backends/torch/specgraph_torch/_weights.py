@@ -151,14 +151,14 @@ def _unpruned(plan: Plan) -> tuple[Node, ...]:
     return plan.unpruned_nodes
 
 
-def _node_of(torch_key: str) -> str:
+def node_of(torch_key: str) -> str:
     return torch_key.split(".", 2)[1]  # nodes.<node>.…; a module name never holds a dot
 
 
 def modelgarden_names(plan: Plan) -> list[_Entry]:
     """Every Model Garden variable of the plan's network, with the torch state-dict key it maps to."""
     ArgumentError.expect(plan, Plan, "plan", "a Plan (specgraph.plan)")
-    return [e for e in _modelgarden_entries(modelgarden_plan(plan)) if _node_of(e.torch_key) in plan]
+    return [e for e in _modelgarden_entries(modelgarden_plan(plan)) if node_of(e.torch_key) in plan]
 
 
 def _modelgarden_entries(plan: Plan) -> list[_Entry]:
@@ -367,7 +367,7 @@ def load_modelgarden_weights(model: SpecgraphModel, source: Any) -> SpecgraphMod
     values, file, decoder_names = _read(source, full)
     mapping = _resolve(_modelgarden_entries(full), set(values), decoder_names)
     # Variables of the nodes a level selection does not build: in the source, not in the model.
-    dropped = {name for name, e in mapping.items() if _node_of(e.torch_key) not in model.plan}
+    dropped = {name for name, e in mapping.items() if node_of(e.torch_key) not in model.plan}
     values = {k: v for k, v in values.items() if k not in dropped}
     mapping = {k: e for k, e in mapping.items() if k not in dropped}
     state = model.state_dict()
