@@ -131,7 +131,6 @@ def emit(plan: Plan, backend: str = "torch") -> str:
     from ._backends import get_backend
 
     plugin = get_backend(backend)
-    plan.require_image("emit")
     if not callable(getattr(plugin, "emit", None)):
         raise BackendError(f"backend {backend!r} cannot emit source (it has no emit(plan, header))")
     return plugin.emit(plan, header(plan))

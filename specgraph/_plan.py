@@ -380,7 +380,7 @@ class Plan:
         if self.inputs:
             levels = ", ".join(level for level, _ in self.inputs)
             raise BackendError(f"{what}: {self.spec_name} is a decoder (it takes feature maps at levels {levels}); "
-                               f"{what} takes a network on an image for now: compose it with a backbone (a "
+                               f"{what} takes a network on an image: compose it with a backbone (a "
                                f"composition spec: backbone = \"...\", decoders = [\"{self.spec_name}\"])")
 
     @cached_property

@@ -7,7 +7,8 @@ A backend translates a :class:`specgraph.Plan`; before it allocates anything it 
 :func:`check_options` on the shared options and :func:`check_memory` on the plan (both
 first-party backends do). Text from a plan that reaches generated code or markup goes
 through :func:`visible` (and the format's own escaping); identifiers through
-:class:`Namespace`. File artefacts name a level's output :func:`output_name` (``level_3``).
+:class:`Namespace`. File artefacts name a level's output :func:`output_name` (``level_3``), a
+decoder's input :func:`input_name` (``features_3``).
 Everything here keeps its signature within a minor version.
 """
 
@@ -30,7 +31,7 @@ from ._mg_blocks import (
     modelgarden_parts,
     modelgarden_plan,
 )
-from ._naming import output_name
+from ._naming import input_name, output_name
 from ._options import COMMON_OPTIONS, check_options, check_plan_matches, frozen_nodes
 from ._plan import UNIT_TYPES
 from ._planner import levels_of, parse_levels
@@ -71,6 +72,7 @@ __all__ = [
     "fuse_slot",
     "fusion_weight_shape",
     "header",
+    "input_name",
     "is_op_block",
     "levels_of",
     "modelgarden_backbone",

@@ -106,7 +106,7 @@ def test_bad_spec_file_exit_2_with_location(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_validate_names_a_compositions_parts_and_a_decoders_inputs_plan_and_stats_take_a_decoder_alone() -> None:
+def test_validate_names_a_compositions_parts_and_a_decoders_inputs_plan_stats_and_emit_take_a_decoder_alone() -> None:
     result = run("validate", "resnet_fpn", "bifpn")
     assert result.returncode == 0, result.stderr
     assert "resnet_fpn, parts resnet + fpn, 15 blocks" in result.stdout
@@ -117,7 +117,8 @@ def test_validate_names_a_compositions_parts_and_a_decoders_inputs_plan_and_stat
     assert re.search(r"^c3 +input +3 +80x80 +512 ", plan.stdout, re.M), plan.stdout
     decoder = json.loads(run("stats", "fpn", "--json").stdout)
     assert decoder["params"] == 3_873_792  # Model Garden's FPN on ResNet-50's C3..C5
-    refused = run("emit", "fpn")
-    assert refused.returncode == 2 and "fpn is a decoder" in refused.stderr and "Traceback" not in refused.stderr
+    emitted = run("emit", "fpn")  # a decoder's source takes {level: features}
+    assert emitted.returncode == 0, emitted.stderr
+    assert "def forward(self, features: dict[str, torch.Tensor])" in emitted.stdout
     stats = run("stats", "resnet_fpn", "--variant", "50", "--input", "640x640", "--json")
     assert json.loads(stats.stdout)["params"] == 23_561_152 + 3_873_792  # Model Garden's ResNet-50 + its FPN

@@ -118,7 +118,7 @@ def test_a_decoder_alone_plans_on_its_declared_inputs() -> None:
     assert specgraph.stats(specgraph.plan("fpn", "default", 128)).params == 3_873_792
     assert specgraph.stats(specgraph.plan("bifpn", "d2", 128)).params == 1_542_783
     with pytest.raises(specgraph.BackendError, match=r"fpn is a decoder .* compose it with a backbone"):
-        specgraph.plan("fpn", input_size=64).require_image("emit")
+        specgraph.plan("fpn", input_size=64).require_image("TorchvisionBackbone")
 
 
 def test_two_inputs_at_one_level_are_refused(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import tf_keras
 
 import specgraph
 from specgraph import ArgumentError
+from specgraph._codegen import emit
 
 LEVELS = ["3", "4", "5", "6", "7"]
 NAMES = [f"level_{k}" for k in LEVELS]  # written out here, not taken from the code under test
@@ -148,3 +149,33 @@ def test_xla_jit_compile_matches_eager(mobile_49xs, make_images):
         assert out[level].shape == r.shape
         assert np.abs(r).max() > 0
         assert np.abs(out[level].numpy() - r).max() / np.abs(r).max() <= 1e-4, level
+
+
+def test_a_decoder_alone_serves_emits_and_converts_on_its_feature_maps(randomize_norms, tmp_path):
+    """FPN alone: the SavedModel signature and the TFLite flatbuffer take features_3 .. features_5 (a TFLite one
+    sized for a 100x150 image: ceil(100 / 2**level)), the emitted source builds the same model, and every one gives
+    the model's outputs."""
+    plan = specgraph.plan("fpn", "default", (100, 150))
+    model = sgt.compile(plan)
+    randomize_norms(model, seed=4)
+    rng = np.random.default_rng(5)
+    # features of a 100x150 image: 13x19, 7x10, 4x5
+    x = {level: rng.normal(0.0, 1.0, (2, -(-100 // 2 ** int(level)), -(-150 // 2 ** int(level)),
+                                      plan.node(name).channels)).astype(np.float32) for level, name in plan.inputs}
+    ref = {k: v.numpy() for k, v in model(x, training=False).items()}
+    path = str(tmp_path / "saved")
+    sgt.export_saved_model(model, path)
+    serving = tf.saved_model.load(path).signatures["serving_default"]
+    assert sorted(serving.structured_input_signature[1]) == ["features_3", "features_4", "features_5"]
+    out = serving(**{f"features_{k}": tf.constant(v) for k, v in x.items()})
+    lite = sgt.to_tflite(model, (100, 150))
+    assert lite.input_shapes == {"3": (None, 13, 19, 512), "4": (None, 7, 10, 1024), "5": (None, 4, 5, 2048)}
+    converted = lite.run(x)
+    emitted = sgt.emitted_model(emit(plan, "tensorflow"), model)(x, training=False)
+    for k in ref:
+        scale = np.abs(ref[k]).max()
+        np.testing.assert_allclose(out[f"level_{k}"].numpy(), ref[k], rtol=0, atol=1e-6 * scale)
+        np.testing.assert_allclose(converted[k], ref[k], rtol=0, atol=1e-4 * scale)
+        np.testing.assert_array_equal(emitted[k].numpy(), ref[k])
+    with pytest.raises(ArgumentError, match=r"a decoder's flatbuffer takes \{level: features\} at levels 3, 4, 5"):
+        lite.run(x["3"])

@@ -207,3 +207,31 @@ def test_resnet_nasfpn_spec_in_modelgardens_retinanet(registered):
     sgt.load_modelgarden_weights(mine.backbone, reference)  # a detection model: its backbone and decoder
     mine.head.set_weights(reference.head.get_weights())
     _assert_same_detections(mine(images, training=False), before, want)
+
+
+@pytest.mark.parametrize(("decoder", "reference_decoder", "size", "params"), [
+    ({"spec": "fpn"}, {"type": "fpn", "fpn": {}}, (96, 160), 3_873_792),
+    ({"spec": "nasfpn", "model_id": "3"}, {"type": "nasfpn", "nasfpn": {"num_repeats": 3}}, (128, 256), 13_334_528),
+])
+def test_decoder_specs_in_modelgardens_retinanet_on_its_resnet(registered, decoder: dict, reference_decoder: dict,
+                                                               size: tuple[int, int], params: int):
+    """`decoder: {type: specgraph, specgraph: {spec: fpn}}` (and NAS-FPN) on Model Garden's own ResNet-50 in its
+    RetinaNet: the same detector as with Model Garden's decoder in every parameter, and with the same weights (the
+    decoder's through load_modelgarden_weights from Model Garden's decoder alone) the same class and box outputs."""
+    import specgraph_tensorflow as sgt
+
+    resnet = {"type": "resnet", "resnet": {"model_id": 50}}
+    mine = _retinanet(size, resnet, {"type": "specgraph", "specgraph": decoder})
+    reference = _retinanet(size, resnet, reference_decoder)
+    assert isinstance(mine.decoder, sgt.SpecgraphModel) and mine.decoder.plan.inputs
+    images = np.random.default_rng(2).normal(size=(2, *size, 3)).astype(np.float32)
+    reference(images, training=False)  # builds both detectors' heads
+    before = mine(images, training=False)
+    assert mine.count_params() == reference.count_params()
+    assert mine.decoder.count_params() == reference.decoder.count_params() == params
+    _randomise(reference.backbone.weights + reference.decoder.weights)
+    want = reference(images, training=False)
+    mine.backbone.set_weights(reference.backbone.get_weights())
+    sgt.load_modelgarden_weights(mine.decoder, reference.decoder)
+    mine.head.set_weights(reference.head.get_weights())
+    _assert_same_detections(mine(images, training=False), before, want)

@@ -54,10 +54,42 @@ def test_a_decoder_is_called_on_features_by_level() -> None:
     with pytest.raises(specgraph.BackendError, match=r"no features at level\(s\) 5"):
         model({"3": torch.zeros(1, 512, 13, 19), "4": torch.zeros(1, 1024, 7, 10)})
     import specgraph_torch
+    from specgraph_torch.detection import TorchvisionBackbone
 
-    with pytest.raises(specgraph.BackendError, match="to_onnx: fpn is a decoder"):
-        specgraph_torch.to_onnx(model, "unused.onnx", torch.zeros(1, 3, *SIZE))
-    with pytest.raises(specgraph.BackendError, match="emit: fpn is a decoder"):
-        from specgraph._codegen import emit
+    with pytest.raises(specgraph.ArgumentError,
+                       match=r"example: fpn is a decoder: expected \{level: NCHW feature map\} at levels 3, 4, 5"):
+        specgraph_torch.export(model, torch.zeros(1, 3, *SIZE))
+    with pytest.raises(specgraph.BackendError, match="TorchvisionBackbone: fpn is a decoder"):
+        TorchvisionBackbone(model)
 
-        emit(model.plan, "torch")
+
+def test_a_decoder_emits_fuses_and_exports_like_a_network(tmp_path) -> None:
+    """The emitted source, the fused inference path, torch.export (any batch) and ONNX of BiFPN D0 alone give
+    the model's outputs on its feature maps."""
+    import onnxruntime
+    import specgraph_torch
+
+    from specgraph._codegen import emit
+
+    plan = specgraph.plan("bifpn", "d0", SIZE)
+    model = _seeded(specgraph.compile(plan, backend="torch"), 2)
+    gen = torch.Generator().manual_seed(3)
+    features = {level: torch.randn(2, plan.node(name).channels, *plan.node(name).size, generator=gen)
+                for level, name in plan.inputs}
+    with torch.no_grad():
+        want = model(features)
+        emitted = specgraph_torch.emitted_model(emit(plan, "torch"), model)(features)
+        fused = specgraph_torch.optimize_for_inference(model)(features)
+    program = specgraph_torch.export(model, {k: v[:1] for k, v in features.items()})  # traced at batch 1
+    exported = program.module()(features)
+    onnx = specgraph_torch.to_onnx(model, tmp_path / "bifpn.onnx", {k: v[:1] for k, v in features.items()})
+    session = onnxruntime.InferenceSession(str(onnx))
+    assert [i.name for i in session.get_inputs()] == ["features_3", "features_4", "features_5"]
+    ran = dict(zip(["3", "4", "5", "6", "7"], session.run(None, {f"features_{k}": v.numpy()
+                                                                 for k, v in features.items()}), strict=True))
+    for level in want:
+        scale = float(want[level].abs().max())
+        torch.testing.assert_close(emitted[level], want[level], rtol=0, atol=0)
+        torch.testing.assert_close(exported[level], want[level], rtol=0, atol=1e-5 * scale)
+        assert float((fused[level] - want[level]).abs().max()) <= 1e-4 * scale
+        assert float(abs(ran[level] - want[level].numpy()).max()) <= 1e-4 * scale

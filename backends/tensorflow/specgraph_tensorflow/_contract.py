@@ -57,7 +57,8 @@ def emitted_model(source: str, model: Any) -> Any:
     ArgumentError.expect(source, str, "source", "emitted Python source (specgraph_tensorflow.emit)")
     namespace: dict[str, Any] = {"__name__": "specgraph_emitted"}
     exec(compile(source, "<emitted>", "exec"), namespace)
-    emitted = namespace["build_model"](input_shape=model.input_shape[1:])
+    # a decoder's build_model takes no input shape (its inputs are the plan's feature maps)
+    emitted = namespace["build_model"](**({} if model.plan.inputs else {"input_shape": model.input_shape[1:]}))
     targets = namespace["weights_dict"](emitted)
     for name, variable in weights_dict(model).items():
         targets[name].assign(variable)

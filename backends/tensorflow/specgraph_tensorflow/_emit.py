@@ -52,7 +52,7 @@ _TEMPLATE_NAMES = {"annotations", "Any", "tf", "tf_keras", "ACTIVATION", "NORM_M
                    "RESAMPLE_DEPTHWISE_INITIALIZER", "MODEL_NAME", "INPUT_CHANNELS", "SPEC_NAMES", "LAYER_NAMES",
                    "ACT", "activation_fn", "apply_ops", "build_model", "input_shape", "stochastic_depth_drop_rate",
                    "name", "rate", "image", "outputs", "x", "layer", "layers", "SLOTS", "WeightsError",
-                   "weights_dict", "load_npz", "once", "built", *ACTIVATION_FUNCTIONS}
+                   "weights_dict", "load_npz", "once", "built", "inputs", *ACTIVATION_FUNCTIONS}
 
 
 @functools.cache
@@ -192,9 +192,9 @@ def _activations(plan: Plan) -> dict[str, str]:
     return values
 
 
-def _edges(node: Node, var: dict[str, str], prefix: str, slots: dict[str, str], shared: bool) -> str:
+def _edges(node: Node, var: dict[str, str], prefix: str, slots: dict[str, str], shared: bool, reference: int) -> str:
     pad = " " * 8
-    edges = [_ops(var[e.source], e.ops, f"{prefix}_in{j}", e.target_level, True, 8, (node.name, j), slots,
+    edges = [_ops(var[e.source], e.ops, f"{prefix}_in{j}", e.target_level - reference, True, 8, (node.name, j), slots,
                   shared=shared) for j, e in enumerate(node.inputs)]
     parts = "".join(f"\n{pad}{edge}," for edge in edges)
     return f"[{parts}\n    ]"
@@ -219,13 +219,19 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
     lines = []
     slots: dict[str, str] = {}  # structural slot -> Keras layer name, in the backend's slot order
     owners = {node.shares for node in plan.nodes if node.shares}
+    # Upsampling crops to ceil(image / 2**level) of a reference tensor: the image, or a decoder's finest input
+    # (levels counted from its own), as the backend's builder does.
+    inputs = sorted(((level, var[name]) for level, name in plan.inputs), key=lambda item: int(item[0]))
+    reference = int(inputs[0][0]) if inputs else 0
     for node in plan.nodes:
+        if node.kind == "input":  # a decoder's feature map: a Keras input, no layers
+            continue
         # A node that shares weights names its layers as its owner's (so `once` finds them) and has no slots.
         prefix, v = prefixes[node.shares or node.name], var[node.name]
         shared = node.name in owners or node.shares is not None
         node_slots = slots if node.shares is None else {}
         if node.kind == "stem":
-            x = _ops("image", node.ops, prefix, node.level, False, 4, (node.name, None), node_slots)
+            x = _ops("image", node.ops, prefix, node.level - reference, False, 4, (node.name, None), node_slots)
         elif node.kind == "stem_block":
             x = var[node.inputs[0].source]
         elif node.kind == "block":
@@ -233,14 +239,15 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
             shape = fusion_weight_shape(node.fusion, len(node.inputs), node.fused_channels)
             fuse = _once(f"Fuse({(node.fusion or 'sum')!r}, {len(node.inputs)}, {act}, {shape!r}, "
                          f"name={prefix + '_fuse'!r})", shared)
-            x = f"{fuse}({_edges(node, var, prefix, node_slots, shared)})"
+            x = f"{fuse}({_edges(node, var, prefix, node_slots, shared, reference)})"
             if shape is not None:  # only a fusion with weights has a slot (as in the backend)
                 node_slots[fuse_slot(node.name)] = f"{prefix}_fuse"
             if node.ops:  # an op block's ops run on the fused inputs
-                x = _ops(x, node.ops, prefix, node.fused_level, False, 4, (node.name, None), node_slots, levels=True,
-                         shared=shared)
+                x = _ops(x, node.ops, prefix, node.fused_level - reference, False, 4, (node.name, None), node_slots,
+                         levels=True, shared=shared)
         elif node.kind == "endpoint":
-            x = _ops(var[node.inputs[0].source], node.ops, prefix, node.level, False, 4, (node.name, None), node_slots)
+            x = _ops(var[node.inputs[0].source], node.ops, prefix, node.level - reference, False, 4, (node.name, None),
+                     node_slots)
         else:
             raise BackendError(f"node {node.name}: unknown kind {node.kind!r}")
         drop = f", drop_rate=rate * {node.drop_fraction!r}" if node.drop_fraction else ""
@@ -263,4 +270,6 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
         "layer_names": [(node.name, prefixes[node.name]) for node in plan.nodes],
         "nodes": lines, "outputs": [(level, var[name]) for level, name in plan.endpoints],
         "slots": list(slots.items()), "shares_weights": bool(owners),
+        "inputs": [(level, v, plan.node(name).channels) for (level, v), (_, name) in
+                   zip(inputs, sorted(plan.inputs, key=lambda item: int(item[0])), strict=True)],
     })

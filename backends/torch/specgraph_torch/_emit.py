@@ -174,6 +174,8 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
     lines = []
     for node in plan.nodes:
         var = names.add(node.name)
+        if node.kind == "input":  # a decoder's feature map: forward() takes it by level, no module
+            continue
         if node.kind == "stem":
             args = "images"
         elif node.kind == "endpoint":
@@ -193,4 +195,6 @@ def emit(plan: Plan, header: dict[str, str]) -> str:
         "norm_momentum": plan.norm_momentum, "norm_epsilon": plan.norm_epsilon,
         "names": sorted((ident, name) for ident, name in names.origin.items() if ident != class_name),
         "nodes": lines, "outputs": [(level, names[name]) for level, name in plan.endpoints],
+        # a decoder's inputs (level, variable), finest first: the finest one's size stands for the image's
+        "inputs": sorted(((level, names[name]) for level, name in plan.inputs), key=lambda item: int(item[0])),
     })

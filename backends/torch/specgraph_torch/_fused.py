@@ -24,7 +24,7 @@ activations, so the module works on any device.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ from ._layers import (
     fuse_inputs,
     same_padding,
 )
-from ._model import SpecgraphModel
+from ._model import SpecgraphModel, decoder_inputs
 from ._ops import ACTIVATIONS
 
 __all__ = ["InferenceNet", "onednn_available"]
@@ -502,6 +502,8 @@ class InferenceNet(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def _lower(self, module: nn.Module) -> nn.Module:
+        if isinstance(module, nn.Identity):  # a decoder's input node: the feature map as it comes
+            return module
         if isinstance(module, OpChain):
             return self._chain(module)
         if not isinstance(module, BlockNode):
@@ -543,14 +545,20 @@ class InferenceNet(nn.Module):
         return super().train(False)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        image_hw = (images.shape[-2], images.shape[-1])
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+    def forward(self, images: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``images`` (N, C, H, W) -> ``{level: features}``; a decoder takes ``{level: features}`` instead."""
         feats: dict[str, torch.Tensor] = {}
+        if self.plan.inputs:
+            feats, image_hw = decoder_inputs(self.plan, images, self.channels_last)
+        else:
+            image_hw = (images.shape[-2], images.shape[-1])
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
         nodes = self.nodes
         for name, kind, sources in self._wiring:
             module = nodes[name]
+            if kind == "input":
+                continue
             if kind == "stem":
                 feats[name] = module.forward(images, image_hw)
             elif kind == "endpoint":

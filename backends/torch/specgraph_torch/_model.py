@@ -51,7 +51,8 @@ from ._layers import (
 )
 from ._ops import make_activation, make_norm
 
-__all__ = ["OPTIONS", "Feature", "FeatureInfo", "FrozenBatchNorm2d", "ShapeSpec", "SpecgraphModel", "compile"]
+__all__ = ["OPTIONS", "Feature", "FeatureInfo", "FrozenBatchNorm2d", "ShapeSpec", "SpecgraphModel", "compile",
+           "decoder_inputs"]
 
 # compile() options: Model Garden's names and defaults (None: take the plan's value), shared with
 # every backend and validated in the core.
@@ -107,6 +108,28 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
 # The node modules, under the names they had here (emitted source runs the same classes).
 _OpChain = OpChain
 _BlockNode = BlockNode
+
+
+def decoder_inputs(plan: Plan, features: Any, channels_last: bool = False
+                   ) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
+    """A decoder's inputs by node name, and the image size they stand for: the finest one's size times its
+    stride (upsampling crops to ``ceil(image / 2**level)``, which that size gives at every coarser level)."""
+    inputs = plan.inputs
+    if not isinstance(features, Mapping):
+        raise BackendError(f"this model is a decoder ({plan.spec_name}): call it on {{level: features}} "
+                           f"with levels {', '.join(level for level, _ in inputs)}, not on "
+                           f"{type(features).__name__}")
+    missing = [level for level, _ in inputs if level not in features]
+    if missing:
+        raise BackendError(f"{plan.spec_name}: no features at level(s) {', '.join(missing)}; it takes "
+                           f"{', '.join(level for level, _ in inputs)} (keys are level strings, as a "
+                           "backbone's outputs)")
+    feats = {name: features[level] for level, name in inputs}
+    if channels_last:
+        feats = {k: v.contiguous(memory_format=torch.channels_last) for k, v in feats.items()}
+    level, name = min(inputs, key=lambda item: int(item[0]))
+    x = feats[name]
+    return feats, (x.shape[-2] * 2 ** int(level), x.shape[-1] * 2 ** int(level))
 
 
 class SpecgraphModel(nn.Module):
@@ -212,7 +235,7 @@ class SpecgraphModel(nn.Module):
         (e.g. a backbone's outputs), one map per level of ``plan.inputs``."""
         feats: dict[str, torch.Tensor] = {}
         if self._inputs:
-            feats, image_hw = self._taken(images)
+            feats, image_hw = decoder_inputs(self.plan, images, self.channels_last)
         else:
             image_hw = (images.shape[-2], images.shape[-1])
             if self.channels_last:
@@ -228,25 +251,6 @@ class SpecgraphModel(nn.Module):
             else:
                 feats[name] = module([feats[s] for s in sources], image_hw)
         return {level: feats[name] for level, name in self._outputs}
-
-    def _taken(self, features: Any) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
-        """A decoder's inputs by node name, and the image size they stand for: the finest one's size times its
-        stride (upsampling crops to ``ceil(image / 2**level)``, which that size gives at every coarser level)."""
-        if not isinstance(features, Mapping):
-            raise BackendError(f"this model is a decoder ({self.plan.spec_name}): call it on {{level: features}} "
-                               f"with levels {', '.join(level for level, _ in self._inputs)}, not on "
-                               f"{type(features).__name__}")
-        missing = [level for level, _ in self._inputs if level not in features]
-        if missing:
-            raise BackendError(f"{self.plan.spec_name}: no features at level(s) {', '.join(missing)}; it takes "
-                               f"{', '.join(level for level, _ in self._inputs)} (keys are level strings, as a "
-                               "backbone's outputs)")
-        feats = {name: features[level] for level, name in self._inputs}
-        if self.channels_last:
-            feats = {k: v.contiguous(memory_format=torch.channels_last) for k, v in feats.items()}
-        level, name = min(self._inputs, key=lambda item: int(item[0]))
-        x = feats[name]
-        return feats, (x.shape[-2] * 2 ** int(level), x.shape[-1] * 2 ** int(level))
 
     # --- ecosystem contracts ------------------------------------------------------------
     @property
