@@ -15,6 +15,7 @@ from ._errors import (
     PlanError,
     Problem,
     ResourceError,
+    SearchError,
     SpecgraphError,
     SpecSyntaxError,
     SpecValidationError,
@@ -34,7 +35,8 @@ _LAZY = {
     "Unit": "_plan", "UnitOp": "_plan", "Upsample": "_plan",
     "plan": "_planner",
     "render_dot": "_render", "render_mermaid": "_render", "render_svg": "_render",
-    "Spec": "_schema",
+    "Search": "_schema", "Spec": "_schema",
+    "Mutation": "_search", "default_space": "_search", "mutate": "_search", "sample": "_search",
     "NodeStats": "_stats", "Stats": "_stats", "stats": "_stats",
     "LoadReport": "_weights",
 }
@@ -63,7 +65,8 @@ if TYPE_CHECKING:
     )
     from ._planner import plan
     from ._render import render_dot, render_mermaid, render_svg
-    from ._schema import Spec
+    from ._schema import Search, Spec
+    from ._search import Mutation, default_space, mutate, sample
     from ._stats import NodeStats, Stats, stats
     from ._weights import LoadReport
 
@@ -110,6 +113,7 @@ __all__ = [
     "Limits",
     "LoadReport",
     "MaxPool",
+    "Mutation",
     "Node",
     "NodeStats",
     "Norm",
@@ -118,6 +122,8 @@ __all__ = [
     "PlanError",
     "Problem",
     "ResourceError",
+    "Search",
+    "SearchError",
     "SeparableConv",
     "Spec",
     "SpecGraph",
@@ -135,12 +141,15 @@ __all__ = [
     "build_graph",
     "builtin_specs",
     "compile",
+    "default_space",
     "from_modelgarden_tuples",
     "get_backend",
     "load",
+    "mutate",
     "plan",
     "render_dot",
     "render_mermaid",
     "render_svg",
+    "sample",
     "stats",
 ]

@@ -13,7 +13,8 @@
     ├── BackendError               a backend refuses a plan or an option
     │   ├── BackendUnavailableError    the backend is not installed, or fails to import
     │   └── WeightsError           weights that do not fit a model; nothing was loaded
-    └── CodegenError               emitted source failed to render or to parse, or cannot be written
+    ├── CodegenError               emitted source failed to render or to parse, or cannot be written
+    └── SearchError                a search space gave no valid spec within its `tries`
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "PlanError",
     "Problem",
     "ResourceError",
+    "SearchError",
     "SpecSyntaxError",
     "SpecValidationError",
     "SpecgraphError",
@@ -126,3 +128,7 @@ class WeightsError(BackendError):
 
 class CodegenError(SpecgraphError):
     """Emitted source failed to render or to parse, or cannot be written."""
+
+
+class SearchError(SpecgraphError):
+    """A search space drew no valid spec within its ``tries`` (the message gives the last rejection)."""

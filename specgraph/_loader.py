@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from ._compose import compose, is_composition
 from ._errors import ArgumentError, Problem, SpecSyntaxError, SpecValidationError
 from ._schema import Spec, missing_fields
+from ._search import check_space
 from ._text import brief, format_path, visible
 from ._writer import dumps
 
@@ -516,6 +517,9 @@ def validate_data(data: Mapping[str, Any], source: Source | None = None, *, limi
                                    for loc, why in missing])
     spec._source = source
     build_graph(spec)  # semantic checks: references, cycles, levels, outputs
+    space = check_space(spec)  # a search space's names and fields
+    if space:
+        raise SpecValidationError([source.problem(p.path, p.message) for p in space])
     return spec
 
 

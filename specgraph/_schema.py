@@ -246,6 +246,64 @@ class ExternalInput(_Model):
     filters: Channels
 
 
+class LevelOffset(_Model):
+    """Levels from the block's own level + ``offset[0]`` to its level + ``offset[1]``."""
+
+    offset: tuple[Annotated[Int, Field(ge=-MAX_LEVEL, le=MAX_LEVEL)], Annotated[Int, Field(ge=-MAX_LEVEL,
+                                                                                              le=MAX_LEVEL)]]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LevelOffset:
+        if self.offset[0] > self.offset[1]:
+            raise ValueError(f"offset {list(self.offset)}: write it low to high, e.g. [-1, 2]")
+        return self
+
+
+class ParentChoice(_Model):
+    """``k`` distinct parents among the nodes before the block (the stem blocks first), or among the last
+    ``window`` of them."""
+
+    k: Annotated[Int, Field(ge=1, le=8)] = 2
+    window: Annotated[Int, Field(ge=1, le=1024)] | None = None
+
+
+class BlockChoices(_Model):
+    """What may vary in the named body blocks (``"*"``: every body block): each field lists the candidates."""
+
+    blocks: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=1024)]
+    level: Annotated[list[Level], Field(min_length=1, max_length=MAX_LEVEL + 1)] | LevelOffset | None = None
+    type: Annotated[list[BlockType], Field(min_length=1, max_length=3)] | None = None
+    inputs: ParentChoice | None = None
+    output: Annotated[list[Flag], Field(min_length=1, max_length=2)] | None = None
+
+
+class Permutation(_Model):
+    """The named body blocks take each other's places in the block order, in any permutation."""
+
+    blocks: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=2, max_length=1024)]
+
+
+class ScalarChoices(_Model):
+    """Candidates for the searched variant's scalars."""
+
+    filter_size_scale: Annotated[list[Annotated[Float, Field(gt=0.0, le=16.0)]], Field(min_length=1)] | None = None
+    resample_alpha: Annotated[list[Annotated[Float, Field(gt=0.0, le=16.0)]], Field(min_length=1)] | None = None
+    block_repeats: Annotated[list[Repeats], Field(min_length=1)] | None = None
+    endpoints_num_filters: Annotated[list[Channels], Field(min_length=1)] | None = None
+
+
+class Search(_Model):
+    """A search space on the spec: the spec is its starting point, these say what may vary. A sample is an
+    ordinary spec (without ``search``), of the one variant ``variant`` (default: the spec's default)."""
+
+    variant: Name | None = None
+    blocks: Annotated[list[BlockChoices], Field(max_length=64)] = []
+    permute: Annotated[list[Permutation], Field(max_length=64)] = []
+    scalars: ScalarChoices = ScalarChoices()
+    # Draws per sample: a draw the validator or the planner refuses is drawn again, up to this many times.
+    tries: Annotated[Int, Field(ge=1, le=100_000)] = 200
+
+
 class Resample(_Model):
     """How a parent is brought to a block's level and channels.
 
@@ -333,6 +391,7 @@ class Spec(_Model):
     # A composed network's parts in order (backbone first, then each decoder): the plan's endpoints are the last
     # part's output blocks; each part has its own outputs. A composition file fills it in; empty: one part.
     parts: Annotated[list[Name], Field(max_length=8)] = []
+    search: Search | None = None  # what may vary (specgraph.sample, mutate, search); nothing planned reads it
 
     _source: object = PrivateAttr(default=None)
     _graph: object = PrivateAttr(default=None)

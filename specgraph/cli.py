@@ -1,4 +1,4 @@
-"""The ``specgraph`` command line: validate, plan, stats, render, emit, list.
+"""The ``specgraph`` command line: validate, plan, stats, render, emit, list, sample, mutate.
 
 Exit status (every failure is a message on stderr, never a traceback):
   0    success: everything asked for was written
@@ -162,6 +162,48 @@ def _list(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _spec_text(spec, fmt: str) -> str:
+    return spec.dumps(fmt)
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from ._loader import load
+    from ._search import sample
+
+    samples = sample(load(args.spec), args.n, args.seed)
+    if args.output_dir is None:
+        if args.format == "json":
+            return _output(args, json.dumps([s.to_dict() for s in samples], indent=1) + "\n")
+        separator = "---\n" if args.format == "yaml" else ""
+        return _output(args, separator.join(
+            (f"# {s.name}\n" if args.format == "toml" else "") + _spec_text(s, args.format) for s in samples))
+    os.makedirs(args.output_dir, exist_ok=True)
+    files = [(os.path.join(args.output_dir, f"{s.name}.{args.format}"), s) for s in samples]
+    taken = [path for path, _ in files if os.path.exists(path)]
+    if taken and not args.force:  # checked before anything is written
+        _say(f"specgraph sample: error: {taken[0]} exists ({len(taken)} of {len(files)} do); pass --force to "
+             "overwrite them")
+        return EXIT_BAD_INPUT
+    for path, spec in files:
+        try:
+            write_new(path, _spec_text(spec, args.format), True)
+        except OSError as exc:
+            _say(f"specgraph sample: error: cannot write {path}: {exc.strerror or exc}")
+            return EXIT_BAD_INPUT
+    _emit_text("".join(f"{path}\n" for path, _ in files))
+    return EXIT_OK
+
+
+def _mutate(args: argparse.Namespace) -> int:
+    from ._loader import load
+    from ._search import mutate
+
+    spec = load(args.spec)
+    mutant, change = mutate(spec, args.seed, load(args.space) if args.space else None)
+    _say(f"specgraph mutate: {change}")
+    return _output(args, _spec_text(mutant, args.format))
+
+
 def _output(args: argparse.Namespace, text: str) -> int:
     """Print ``text``, or write it to ``--output`` (all or nothing; no overwrite without ``--force``)."""
     if args.output is None:
@@ -229,7 +271,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_emit)
     p = sub.add_parser("list", help="list the built-in specs")
     p.set_defaults(run=_list)
+    p = sub.add_parser("sample", help="draw specs from a spec's search space ([search]); each one validates and "
+                       "plans")
+    p.add_argument("spec", help="spec file with a [search] table, or built-in name (e.g. spinenet_space)")
+    p.add_argument("-n", type=_count, default=1, help="how many (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="the seed: the same seed gives the same specs (default 0)")
+    p.add_argument("--format", "-f", choices=("toml", "yaml", "json"), default="toml", help="toml (default), yaml "
+                   "or json")
+    p.add_argument("--output-dir", "-d", help="write one file per sample here (<name>.<format>); default: stdout")
+    p.add_argument("--output", "-o", help="write them all to this file (default: stdout)")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.set_defaults(run=_sample)
+    p = sub.add_parser("mutate", help="a valid neighbour of a spec: one searched level, type, output or parent "
+                       "changed, or two blocks swapped (the change on stderr)")
+    p.add_argument("spec", help="spec file or built-in name")
+    p.add_argument("--space", help="the spec whose [search] table says what may change (default: the spec's own)")
+    p.add_argument("--seed", type=int, default=0, help="the seed (default 0)")
+    p.add_argument("--format", "-f", choices=("toml", "yaml", "json"), default="toml", help="toml (default), yaml "
+                   "or json")
+    p.add_argument("--output", "-o", help="write to this file (default: stdout)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.set_defaults(run=_mutate)
     return parser
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 6):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0..999999)")
+    return int(text)
 
 
 def _version() -> str:
