@@ -26,6 +26,7 @@ from ._errors import (
 # the command line starts fast and handles Ctrl-C from its first moment.
 _LAZY = {
     "available_backends": "_backends", "compile": "_backends", "get_backend": "_backends",
+    "Diff": "_diff", "diff": "_diff",
     "Feature": "_features", "FeatureInfo": "_features",
     "SpecGraph": "_graph", "build_graph": "_graph",
     "LIMITS": "_loader", "Limits": "_loader", "builtin_specs": "_loader", "load": "_loader",
@@ -43,6 +44,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from ._backends import available_backends, compile, get_backend
+    from ._diff import Diff, diff
     from ._features import Feature, FeatureInfo
     from ._graph import SpecGraph, build_graph
     from ._loader import LIMITS, Limits, builtin_specs, load
@@ -105,6 +107,7 @@ __all__ = [
     "Activation",
     "Add",
     "Conv",
+    "Diff",
     "Edge",
     "Feature",
     "FeatureInfo",
@@ -142,6 +145,7 @@ __all__ = [
     "builtin_specs",
     "compile",
     "default_space",
+    "diff",
     "from_modelgarden_tuples",
     "get_backend",
     "load",

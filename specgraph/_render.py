@@ -15,6 +15,7 @@ without the schema, so nothing here assumes its names were checked.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -231,9 +232,15 @@ def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
+# A diff's marks on the second plan's nodes: added and changed blocks, outlined in these colours.
+MARKS = {"added": "#2e7d32", "changed": "#ef6c00"}
+
+
 class _Layouter:
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, marks: Mapping[str, str] | None = None, removed: Sequence[str] = ()) -> None:
         self.plan = plan
+        self.marks = dict(marks or {})
+        self.removed = list(removed)
         nodes = plan.nodes
         self.col: dict[str, int] = {}
         body = [n for n in nodes if n.kind != "endpoint"]
@@ -477,6 +484,7 @@ class _Layouter:
                 "fill": fill, "stroke": stroke, "strong": n.output_level is not None or n.kind == "endpoint",
                 "texts": texts, "badge": badge, "title": _node_tooltip(plan, n),
                 "level": n.level, "output": n.output_level,
+                "mark": self.marks.get(n.name), "mark_color": MARKS.get(self.marks.get(n.name, ""), ""),
             })
 
         for i, level in enumerate(self.levels):
@@ -515,6 +523,14 @@ class _Layouter:
                                        cls="badge"),
                            "t": _Text(x + bw + 6, 48, "output block of level n", cls="legend")})
             x += bw + 6 + _width("output block of level n", FONT) + 14
+        for mark, color in MARKS.items():
+            if mark in self.marks.values():
+                legend.append({"kind": "mark", "x": x, "color": color, "t": _Text(x + 18, 48, mark, cls="legend")})
+                x += 18 + _width(mark, FONT) + 14
+        if self.removed:
+            text = visible("removed: " + ", ".join(self.removed))
+            legend.append({"kind": "text", "x": x, "t": _Text(x, 48, text, cls="legend")})
+            x += _width(text, FONT) + 14
         layout.legend = legend
         layout.decoder = self._decoder_frame(col_x, nw, channel_top)
         layout.title_text = title
@@ -580,11 +596,15 @@ def _env(markup: bool) -> jinja2.Environment:
     return env
 
 
-def render_svg(plan: Plan) -> str:
-    """The plan as a standalone SVG document (text), laid out as in the SpineNet paper."""
+def render_svg(plan: Plan, marks: Mapping[str, str] | None = None, removed: Sequence[str] = ()) -> str:
+    """The plan as a standalone SVG document (text), laid out as in the SpineNet paper. ``marks`` (a diff's):
+    node name -> ``added`` or ``changed``, outlined in green or orange; ``removed``: names the legend lists."""
     if not isinstance(plan, Plan):
         raise ArgumentError(f"render_svg(plan): expected a Plan (see specgraph.plan), got {type(plan).__name__}")
-    layout = _Layouter(plan).build()
+    unknown = sorted({str(m) for m in (marks or {}).values()} - set(MARKS))
+    if unknown:
+        raise ArgumentError(f"marks: unknown mark(s) {', '.join(unknown)}; known: {', '.join(MARKS)}")
+    layout = _Layouter(plan, marks, removed).build()
     return _env(True).get_template("plan.svg.j2").render(layout=layout, plan_hash=plan.hash)
 
 

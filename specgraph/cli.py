@@ -1,4 +1,4 @@
-"""The ``specgraph`` command line: validate, plan, stats, render, emit, list, sample, mutate.
+"""The ``specgraph`` command line: validate, plan, stats, render, emit, list, sample, mutate, diff.
 
 Exit status (every failure is a message on stderr, never a traceback):
   0    success: everything asked for was written
@@ -204,6 +204,30 @@ def _mutate(args: argparse.Namespace) -> int:
     return _output(args, _spec_text(mutant, args.format))
 
 
+def _diff(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ._diff import diff
+    from ._loader import load
+
+    result = diff(load(args.a), load(args.b), args.variant, args.variant_b, args.input)
+    if args.svg is not None:
+        try:
+            if not write_new(args.svg, result.svg(), args.force):
+                _say(f"specgraph diff: error: {args.svg} exists; pass --force to overwrite it")
+                return EXIT_BAD_INPUT
+        except OSError as exc:
+            _say(f"specgraph diff: error: cannot write {args.svg}: {exc.strerror or exc}")
+            return EXIT_BAD_INPUT
+    if args.json:
+        data = {k: v for k, v in dataclasses.asdict(result).items() if k != "plans"}
+        data.update(params=list(result.params), macs=list(result.macs))
+        _emit_text(json.dumps(data, indent=1, default=str) + "\n", document=True)
+    else:
+        _emit_text(result.text())
+    return EXIT_OK
+
+
 def _output(args: argparse.Namespace, text: str) -> int:
     """Print ``text``, or write it to ``--output`` (all or nothing; no overwrite without ``--force``)."""
     if args.output is None:
@@ -292,6 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="write to this file (default: stdout)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(run=_mutate)
+    p = sub.add_parser("diff", help="what differs from one spec (or variant) to another: settings, blocks added, "
+                       "removed and changed, parameters and MACs per level")
+    p.add_argument("a", help="the first spec (file or built-in name)")
+    p.add_argument("b", help="the second spec")
+    p.add_argument("--variant", "-v", help="the variant of both (default: each spec's default)")
+    p.add_argument("--variant-b", help="the second spec's variant (default: --variant)")
+    p.add_argument("--input", "-i", default="640x640", help="input size HxW for the costs (default 640x640)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--svg", help="also draw the second plan, its added and changed blocks outlined, to this file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing SVG file")
+    p.set_defaults(run=_diff)
     return parser
 
 
