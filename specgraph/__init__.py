@@ -39,6 +39,7 @@ _LAZY = {
     "Search": "_schema", "Spec": "_schema",
     "Mutation": "_search", "default_space": "_search", "mutate": "_search", "sample": "_search",
     "NodeStats": "_stats", "Stats": "_stats", "stats": "_stats",
+    "Budget": "_study", "search": "_study",
     "LoadReport": "_weights",
 }
 
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from ._schema import Search, Spec
     from ._search import Mutation, default_space, mutate, sample
     from ._stats import NodeStats, Stats, stats
+    from ._study import Budget, search
     from ._weights import LoadReport
 
 
@@ -103,6 +105,7 @@ __all__ = [
     "ArgumentError",
     "BackendError",
     "BackendUnavailableError",
+    "Budget",
     "CodegenError",
     "Activation",
     "Add",
@@ -155,5 +158,6 @@ __all__ = [
     "render_mermaid",
     "render_svg",
     "sample",
+    "search",
     "stats",
 ]

@@ -18,7 +18,8 @@ from typing import Any
 from ._errors import ArgumentError, Problem, SearchError, SpecgraphError
 from ._schema import MAX_LEVEL, BlockChoices, LevelOffset, ParentChoice, Permutation, Search, Spec
 
-__all__ = ["ALL_BLOCKS", "Mutation", "check_space", "default_space", "mutate", "sample"]
+__all__ = ["ALL_BLOCKS", "Chooser", "Mutation", "RandomChooser", "base_data", "check_space", "decisions",
+           "default_space", "draw", "mutate", "sample"]
 
 ALL_BLOCKS = "*"  # in ``search.blocks[i].blocks``: every body block
 CHECK_SIZE = (256, 256)  # the size draws are planned at (a plan's validity does not depend on it)
@@ -145,7 +146,7 @@ def _draws(spec: Spec, space: Search, rng: random.Random, draw: Callable[[], tup
                               f"with: {last}", "search"))
 
 
-def _base(spec: Spec, space: Search, name: str, description: str) -> dict[str, Any]:
+def base_data(spec: Spec, space: Search, name: str, description: str) -> dict[str, Any]:
     """The spec's data as one variant, without its search space, under a new name."""
     data = copy.deepcopy(spec.to_dict())
     data.pop("search", None)
@@ -162,29 +163,74 @@ def _eligible(order: list[str], stem: list[str], position: int, window: int | No
     return earlier[-window:] if window is not None else earlier
 
 
-def _parents(choice: ParentChoice, eligible: list[str], rng: random.Random, name: str) -> list[str]:
-    if len(eligible) < choice.k:
-        raise _Reject(f"{name} has {len(eligible)} eligible parent(s), fewer than k = {choice.k}")
-    picked = set(rng.sample(eligible, choice.k))
-    return [n for n in eligible if n in picked]  # in build order: the same network reads the same
+class Chooser:
+    """Makes a draw's decisions, each under a stable name (``i3.level``, ``permute[0]``): at random for
+    :func:`sample`, by an optimiser's trial for a search (:mod:`specgraph._study`)."""
+
+    def choice(self, name: str, options: list[Any]) -> Any:
+        raise NotImplementedError
+
+    def permutation(self, name: str, items: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def subset(self, name: str, eligible: list[str], k: int) -> list[str]:
+        """``k`` distinct items of ``eligible``."""
+        raise NotImplementedError
 
 
-def _level(choice: list[int] | LevelOffset, base: int, rng: random.Random) -> int:
+class RandomChooser(Chooser):
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def choice(self, name: str, options: list[Any]) -> Any:
+        return self.rng.choice(options)
+
+    def permutation(self, name: str, items: list[str]) -> list[str]:
+        items = list(items)
+        self.rng.shuffle(items)
+        return items
+
+    def subset(self, name: str, eligible: list[str], k: int) -> list[str]:
+        return self.rng.sample(eligible, k)
+
+
+def _levels(choice: list[int] | LevelOffset, base: int) -> list[int]:
     if isinstance(choice, LevelOffset):
-        return base + rng.randint(*choice.offset)
-    return rng.choice(choice)
+        return [base + k for k in range(choice.offset[0], choice.offset[1] + 1) if 0 <= base + k <= MAX_LEVEL]
+    return list(choice)
 
 
-def _draw_sample(spec: Spec, space: Search, rng: random.Random, data: dict[str, Any]) -> dict[str, Any]:
+def decisions(spec: Spec, space: Search) -> dict[str, list[Any]]:
+    """Every categorical decision a draw makes, by name, with its options (the permutations and parents, whose
+    options depend on the draw, are left out): what an optimiser's parameters are named after."""
+    names = [b.name for b in spec.blocks]
+    base = {b.name: b for b in spec.blocks}
+    out: dict[str, list[Any]] = {}
+    for rule in space.blocks:
+        for name in _selected(rule, names):
+            if rule.level is not None:
+                out[f"{name}.level"] = _levels(rule.level, base[name].level)
+            if rule.type is not None:
+                out[f"{name}.type"] = list(rule.type)
+            if rule.output is not None:
+                out[f"{name}.output"] = list(rule.output)
+    out.update({f"variant.{field}": list(values)
+                for field, values in space.scalars.model_dump(exclude_none=True).items()})
+    return out
+
+
+def draw(spec: Spec, space: Search, chooser: Chooser, data: dict[str, Any]) -> dict[str, Any]:
+    """One draw from ``space`` as spec data (``data``: the spec's, as :func:`base_data` makes it), decided by
+    ``chooser``. It may be refused by the validator or the planner; :class:`_Reject` when it cannot be spec data."""
     data = copy.deepcopy(data)
     blocks = data["blocks"]
     at = {b["name"]: k for k, b in enumerate(blocks)}
-    for group in space.permute:
+    for i, group in enumerate(space.permute):
         positions = sorted(at[n] for n in group.blocks)
-        moved = [blocks[k] for k in positions]
-        rng.shuffle(moved)
-        for k, block in zip(positions, moved, strict=True):
-            blocks[k] = block
+        moved = chooser.permutation(f"permute[{i}]", [blocks[k]["name"] for k in positions])
+        originals = {blocks[k]["name"]: blocks[k] for k in positions}
+        for k, name in zip(positions, moved, strict=True):
+            blocks[k] = originals[name]
     order = [b["name"] for b in blocks]
     by_name = {b["name"]: b for b in blocks}
     base = {b.name: b for b in spec.blocks}
@@ -197,17 +243,20 @@ def _draw_sample(spec: Spec, space: Search, rng: random.Random, data: dict[str, 
                 continue
             block = by_name[name]
             if rule.level is not None:
-                block["level"] = _level(rule.level, base[name].level, rng)
+                block["level"] = chooser.choice(f"{name}.level", _levels(rule.level, base[name].level))
             if rule.type is not None:
-                block["type"] = rng.choice(rule.type)
+                block["type"] = chooser.choice(f"{name}.type", list(rule.type))
             if rule.output is not None:
-                block["output"] = rng.choice(rule.output)
+                block["output"] = chooser.choice(f"{name}.output", list(rule.output))
             if rule.inputs is not None:
-                block["inputs"] = _parents(rule.inputs, _eligible(order, stem, position, rule.inputs.window), rng,
-                                           name)
+                eligible = _eligible(order, stem, position, rule.inputs.window)
+                if len(eligible) < rule.inputs.k:
+                    raise _Reject(f"{name} has {len(eligible)} eligible parent(s), fewer than k = {rule.inputs.k}")
+                picked = set(chooser.subset(f"{name}.inputs", eligible, rule.inputs.k))
+                block["inputs"] = [n for n in eligible if n in picked]  # in build order: one network, one text
     variant = data["variants"][data["default_variant"]]
     for field, values in space.scalars.model_dump(exclude_none=True).items():
-        variant[field] = rng.choice(values)
+        variant[field] = chooser.choice(f"variant.{field}", list(values))
     return data
 
 
@@ -230,8 +279,9 @@ def sample(spec: Spec, n: int = 1, seed: int = 0) -> list[Spec]:
     for i in range(n):
         rng = random.Random(f"specgraph.sample:{seed}:{i}")
         name = f"{spec.name}-s{seed}-{i}"
-        data = _base(spec, space, name, f"sample {i} (seed {seed}) of the search space of {spec.name}")
-        drawn, _ = _draws(spec, space, rng, lambda data=data, rng=rng: (_draw_sample(spec, space, rng, data), None),
+        data = base_data(spec, space, name, f"sample {i} (seed {seed}) of the search space of {spec.name}")
+        chooser = RandomChooser(rng)
+        drawn, _ = _draws(spec, space, rng, lambda data=data, chooser=chooser: (draw(spec, space, chooser, data), None),
                           f"sample {i} (seed {seed})")
         samples.append(drawn)
     return samples

@@ -1,4 +1,4 @@
-"""The ``specgraph`` command line: validate, plan, stats, render, emit, list, sample, mutate, diff.
+"""The ``specgraph`` command line: validate, plan, stats, render, emit, list, sample, mutate, diff, search.
 
 Exit status (every failure is a message on stderr, never a traceback):
   0    success: everything asked for was written
@@ -228,6 +228,49 @@ def _diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _search(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from ._loader import load
+    from ._planner import _parse_size
+    from ._study import Budget, objective, pareto_table, search, write_front
+
+    space = load(args.space)
+    objectives = [objective(text) for text in (args.objective or ["params", "macs"])]
+    folder = args.out or f"search-{space.name}"
+    size = _parse_size(args.input)
+    others = []
+    for k in range(1, args.workers):  # more processes on the same storage: they split the trials
+        command = [sys.executable, "-m", "specgraph.cli", "search", args.space, "--trials", str(args.trials),
+                   "--sampler", args.sampler, "--seed", str(args.seed + k), "--input", args.input, "--out", folder,
+                   "--workers", "1", "--quiet"]
+        command += [part for text in (args.objective or []) for part in ("--objective", text)]
+        command += ["--storage", args.storage] if args.storage else []
+        command += ["--study", args.study] if args.study else []
+        command += ["--max-params", str(args.max_params)] if args.max_params is not None else []
+        command += ["--max-macs", str(args.max_macs)] if args.max_macs is not None else []
+        others.append(subprocess.Popen(command))
+    try:
+        study = search(space, objectives, args.trials, storage=args.storage, study_name=args.study,
+                       sampler=args.sampler, seed=args.seed, budget=Budget(args.max_params, args.max_macs),
+                       input_size=size, folder=folder, progress=not args.quiet and sys.stderr is not None
+                       and sys.stderr.isatty())
+    finally:
+        failed = [p.wait() for p in others]
+    if any(failed):
+        _say(f"specgraph search: error: {sum(1 for code in failed if code)} worker(s) failed")
+        return EXIT_BAD_INPUT
+    if args.quiet:
+        return EXIT_OK
+    names = [o.name for o in objectives]
+    if any(t.values is not None for t in study.trials):
+        written = write_front(study, folder, names, size)
+        _emit_text(pareto_table(study, names) + f"wrote {len(written)} files to {folder}\n")
+    else:
+        _emit_text(f"no trial finished ({len(study.trials)} pruned or failed: see each trial's `pruned`)\n")
+    return EXIT_OK
+
+
 def _output(args: argparse.Namespace, text: str) -> int:
     """Print ``text``, or write it to ``--output`` (all or nothing; no overwrite without ``--force``)."""
     if args.output is None:
@@ -327,6 +370,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--svg", help="also draw the second plan, its added and changed blocks outlined, to this file")
     p.add_argument("--force", action="store_true", help="overwrite an existing SVG file")
     p.set_defaults(run=_diff)
+    p = sub.add_parser("search", help="search a spec's search space with Optuna (multi-objective; resumable; "
+                       "several workers share the study)")
+    p.add_argument("space", help="spec file with a [search] table, or built-in name (e.g. spinenet_space)")
+    p.add_argument("--objective", action="append", help="params, macs (minimised, exact, no framework) or "
+                   "module:function[:minimize|maximize] (a callable (spec, plan, stats) -> float); repeat for "
+                   "several (default: params and macs)")
+    p.add_argument("--trials", type=_count, default=20, help="run until the study holds this many finished or "
+                   "pruned trials (default 20)")
+    p.add_argument("--sampler", choices=("nsga2", "tpe", "random"), default="nsga2", help="Optuna sampler "
+                   "(default nsga2)")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    p.add_argument("--storage", help="journal:PATH (default: <out>/study.journal), sqlite:///PATH or a database "
+                   "URL such as postgresql://user@host/db")
+    p.add_argument("--study", help="the study's name (default: <space>-search)")
+    p.add_argument("--workers", type=_count, default=1, help="processes on this machine sharing the study "
+                   "(default 1)")
+    p.add_argument("--max-params", type=int, help="prune candidates with more parameters, before building them")
+    p.add_argument("--max-macs", type=int, help="prune candidates with more MACs, before building them")
+    p.add_argument("--input", "-i", default="256x256", help="input size HxW the candidates are planned at "
+                   "(default 256x256)")
+    p.add_argument("--out", "-d", help="folder for the study, the Pareto front's specs and drawings, front.svg "
+                   "(default: search-<space>)")
+    p.add_argument("--quiet", action="store_true", help="run the trials only: no table, no files")
+    p.set_defaults(run=_search)
     return parser
 
 
