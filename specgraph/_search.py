@@ -129,8 +129,8 @@ def _check(data: dict[str, Any], variant: str) -> Spec:
     return spec
 
 
-def _draws(spec: Spec, space: Search, rng: random.Random, draw: Callable[[], tuple[dict[str, Any], Any]],
-           what: str) -> tuple[Spec, Any]:
+def _draws(spec: Spec, space: Search, draw: Callable[[], tuple[dict[str, Any], Any]], what: str
+           ) -> tuple[Spec, Any]:
     """The first of up to ``space.tries`` draws that plans."""
     variant = space.variant or spec.variant()[0]
     last = "none drawn"
@@ -281,7 +281,7 @@ def sample(spec: Spec, n: int = 1, seed: int = 0) -> list[Spec]:
         name = f"{spec.name}-s{seed}-{i}"
         data = base_data(spec, space, name, f"sample {i} (seed {seed}) of the search space of {spec.name}")
         chooser = RandomChooser(rng)
-        drawn, _ = _draws(spec, space, rng, lambda data=data, chooser=chooser: (draw(spec, space, chooser, data), None),
+        drawn, _ = _draws(spec, space, lambda data=data, chooser=chooser: (draw(spec, space, chooser, data), None),
                           f"sample {i} (seed {seed})")
         samples.append(drawn)
     return samples
@@ -351,6 +351,6 @@ def mutate(spec: Spec, seed: int = 0, space: Search | Spec | None = None) -> tup
     rng = random.Random(f"specgraph.mutate:{seed}")
     data = copy.deepcopy(spec.to_dict())
     data["description"] = f"a mutation (seed {seed}) of {spec.name}"
-    mutant, change = _draws(spec, chosen, rng, lambda: _draw_mutation(spec, chosen, rng, data, moves),
+    mutant, change = _draws(spec, chosen, lambda: _draw_mutation(spec, chosen, rng, data, moves),
                             f"mutation (seed {seed})")
     return mutant, change

@@ -162,10 +162,6 @@ def _list(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _spec_text(spec, fmt: str) -> str:
-    return spec.dumps(fmt)
-
-
 def _sample(args: argparse.Namespace) -> int:
     from ._loader import load
     from ._search import sample
@@ -176,7 +172,7 @@ def _sample(args: argparse.Namespace) -> int:
             return _output(args, json.dumps([s.to_dict() for s in samples], indent=1) + "\n")
         separator = "---\n" if args.format == "yaml" else ""
         return _output(args, separator.join(
-            (f"# {s.name}\n" if args.format == "toml" else "") + _spec_text(s, args.format) for s in samples))
+            (f"# {s.name}\n" if args.format == "toml" else "") + s.dumps(args.format) for s in samples))
     os.makedirs(args.output_dir, exist_ok=True)
     files = [(os.path.join(args.output_dir, f"{s.name}.{args.format}"), s) for s in samples]
     taken = [path for path, _ in files if os.path.exists(path)]
@@ -186,7 +182,7 @@ def _sample(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     for path, spec in files:
         try:
-            write_new(path, _spec_text(spec, args.format), True)
+            write_new(path, spec.dumps(args.format), True)
         except OSError as exc:
             _say(f"specgraph sample: error: cannot write {path}: {exc.strerror or exc}")
             return EXIT_BAD_INPUT
@@ -201,7 +197,7 @@ def _mutate(args: argparse.Namespace) -> int:
     spec = load(args.spec)
     mutant, change = mutate(spec, args.seed, load(args.space) if args.space else None)
     _say(f"specgraph mutate: {change}")
-    return _output(args, _spec_text(mutant, args.format))
+    return _output(args, mutant.dumps(args.format))
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -308,6 +304,14 @@ def _add_plan_args(parser: argparse.ArgumentParser, json: bool = True) -> None:
         parser.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _add_spec_output_args(parser: argparse.ArgumentParser) -> None:
+    """Where and how a command that writes specs (sample, mutate) writes them."""
+    parser.add_argument("--format", "-f", choices=("toml", "yaml", "json"), default="toml",
+                        help="toml (default), yaml or json")
+    parser.add_argument("--output", "-o", help="write to this file (default: stdout)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specgraph", description=__doc__.splitlines()[0],
                                      epilog="exit status: 0 ok, 1 output not written, 2 bad input, 3 backend "
@@ -343,21 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="spec file with a [search] table, or built-in name (e.g. spinenet_space)")
     p.add_argument("-n", type=_count, default=1, help="how many (default 1)")
     p.add_argument("--seed", type=int, default=0, help="the seed: the same seed gives the same specs (default 0)")
-    p.add_argument("--format", "-f", choices=("toml", "yaml", "json"), default="toml", help="toml (default), yaml "
-                   "or json")
     p.add_argument("--output-dir", "-d", help="write one file per sample here (<name>.<format>); default: stdout")
-    p.add_argument("--output", "-o", help="write them all to this file (default: stdout)")
-    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    _add_spec_output_args(p)
     p.set_defaults(run=_sample)
     p = sub.add_parser("mutate", help="a valid neighbour of a spec: one searched level, type, output or parent "
                        "changed, or two blocks swapped (the change on stderr)")
     p.add_argument("spec", help="spec file or built-in name")
     p.add_argument("--space", help="the spec whose [search] table says what may change (default: the spec's own)")
     p.add_argument("--seed", type=int, default=0, help="the seed (default 0)")
-    p.add_argument("--format", "-f", choices=("toml", "yaml", "json"), default="toml", help="toml (default), yaml "
-                   "or json")
-    p.add_argument("--output", "-o", help="write to this file (default: stdout)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    _add_spec_output_args(p)
     p.set_defaults(run=_mutate)
     p = sub.add_parser("diff", help="what differs from one spec (or variant) to another: settings, blocks added, "
                        "removed and changed, parameters and MACs per level")

@@ -77,6 +77,13 @@ def _tf_in(x: Any) -> Any:
     return {k: v.transpose(0, 2, 3, 1) for k, v in x.items()} if isinstance(x, dict) else x.transpose(0, 2, 3, 1)
 
 
+def _assert_agree(plan: specgraph.Plan, size: tuple[int, int], seed: int = 0) -> None:
+    """Torch and TF agree (<= TOLERANCE relative, every level) with the weights moved each way."""
+    forward, backward = _both_ways(plan, size, seed)
+    assert max(forward.values()) <= TOLERANCE, forward
+    assert max(backward.values()) <= TOLERANCE, backward
+
+
 def _both_ways(plan: specgraph.Plan, size: tuple[int, int], seed: int = 0) -> tuple[dict, dict]:
     torch_model = _torch_model(plan, seed)
     tf_model = specgraph.compile(plan, backend="tensorflow")
@@ -99,9 +106,7 @@ def _both_ways(plan: specgraph.Plan, size: tuple[int, int], seed: int = 0) -> tu
 @pytest.mark.parametrize(("family", "variant"), [("spinenet", "49S"), ("spinenet_mobile", "49XS")])
 def test_builtin_variants_agree(family: str, variant: str) -> None:
     plan = specgraph.plan(specgraph.load(family), variant, (128, 192))
-    forward, backward = _both_ways(plan, (128, 192))
-    assert max(forward.values()) <= TOLERANCE, forward
-    assert max(backward.values()) <= TOLERANCE, backward
+    _assert_agree(plan, (128, 192))
 
 
 def test_shared_layout_names_every_weight_once() -> None:
@@ -134,9 +139,7 @@ def test_mismatched_layout_is_listed_and_nothing_loads() -> None:
 @given(valid_specs(), st.tuples(st.integers(20, 96), st.integers(20, 96)), st.integers(0, 1000))
 def test_random_specs_agree(data, size, seed) -> None:
     plan = specgraph.plan(specgraph.load(data), input_size=size)
-    forward, backward = _both_ways(plan, size, seed)
-    assert max(forward.values()) <= TOLERANCE, forward
-    assert max(backward.values()) <= TOLERANCE, backward
+    _assert_agree(plan, size, seed)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -144,27 +147,21 @@ def test_random_specs_agree(data, size, seed) -> None:
 def test_random_compositions_agree(data, size, seed) -> None:
     """A random backbone (a permutation of random blocks) under a random decoder (op blocks, a repeated cell)."""
     plan = specgraph.plan(specgraph.load(data), input_size=size)
-    forward, backward = _both_ways(plan, size, seed)
-    assert max(forward.values()) <= TOLERANCE, forward
-    assert max(backward.values()) <= TOLERANCE, backward
+    _assert_agree(plan, size, seed)
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(decoder_specs(), st.tuples(st.integers(20, 96), st.integers(20, 96)), st.integers(0, 1000))
 def test_random_decoders_alone_agree(data, size, seed) -> None:
     plan = specgraph.plan(specgraph.load(data), input_size=size)
-    forward, backward = _both_ways(plan, size, seed)
-    assert max(forward.values()) <= TOLERANCE, forward
-    assert max(backward.values()) <= TOLERANCE, backward
+    _assert_agree(plan, size, seed)
 
 
 @pytest.mark.parametrize(("decoder", "variant"), [("fpn", "separable"), ("nasfpn", "3"), ("bifpn", "d1")])
 def test_decoders_alone_agree(decoder: str, variant: str) -> None:
     """The decoders on their declared inputs at a size that crops every upsampling (100x150)."""
     plan = specgraph.plan(decoder, variant, (100, 150))
-    forward, backward = _both_ways(plan, (100, 150))
-    assert max(forward.values()) <= TOLERANCE, forward
-    assert max(backward.values()) <= TOLERANCE, backward
+    _assert_agree(plan, (100, 150))
 
 
 def test_shared_cell_weights_agree() -> None:
@@ -174,9 +171,7 @@ def test_shared_cell_weights_agree() -> None:
     tf_model = specgraph.compile(plan, backend="tensorflow")
     assert tf_model.count_params() == specgraph.stats(plan).params
     assert not any("pyramid_2" in name for name in specgraph_tensorflow.weights_dict(tf_model))
-    forward, backward = _both_ways(plan, (64, 96))
-    assert max(forward.values()) <= TOLERANCE, forward
-    assert max(backward.values()) <= TOLERANCE, backward
+    _assert_agree(plan, (64, 96))
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATION_FORMULAS))
@@ -186,9 +181,7 @@ def test_every_activation_and_block_type_agrees(activation: str) -> None:
     plan = specgraph.plan(specgraph.load(DATA / "small.toml"), input_size=(64, 96))
     assert {n.block_type for n in plan.nodes if n.kind == "block"} >= {"residual", "bottleneck", "mbconv"}
     plan = dataclasses.replace(plan, activation=activation)
-    forward, backward = _both_ways(plan, (64, 96))
-    assert max(forward.values()) <= TOLERANCE, forward
-    assert max(backward.values()) <= TOLERANCE, backward
+    _assert_agree(plan, (64, 96))
 
 
 # The same things have the same names in both backends (the issue-16 vocabulary).
