@@ -239,6 +239,8 @@ def write_front(study: Any, folder: str, names: Sequence[str], input_size: tuple
 def front_svg(study: Any, names: Sequence[str]) -> str:
     """A scatter of every finished trial on the first two objectives (one: against the trial number), the
     Pareto front in orange and joined by a line."""
+    from xml.sax.saxutils import escape
+
     import optuna
 
     from ._text import visible
@@ -258,7 +260,7 @@ def front_svg(study: Any, names: Sequence[str]) -> str:
         return pad + (x - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad)
 
     def esc(text: str) -> str:
-        return visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+        return escape(visible(text), {'"': "&quot;"})
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
              'font-family="DejaVu Sans, sans-serif" font-size="11">',
